@@ -1,0 +1,74 @@
+"""Azure Functions (Python v2) triggers: one per SCIM route template.
+
+A thin table: each trigger converts the Functions request into a
+transport-neutral :class:`scim.api.Request` and back. All SCIM behaviour lives
+in ``scim/``. Routes are relative to host.json's ``routePrefix`` ("scim"), so
+the Entra Tenant URL is ``https://<host>/scim/v2``. Triggers are anonymous:
+Entra can only send ``Authorization: Bearer``, which ``scim.api`` checks.
+Methods are explicit on every route (the host tries routes in function-name
+order and would let a method-less route shadow another; azure-notes §1.2).
+"""
+
+from __future__ import annotations
+
+import os
+
+import azure.functions as func
+
+from scim.api import Request, Response
+from scim.config import Settings
+from scim.runtime import Runtime
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+runtime = Runtime(lambda: Settings.from_env(os.environ))
+
+
+def to_request(req: func.HttpRequest) -> Request:
+    """The transport-neutral view of a Functions request."""
+    return Request(
+        method=req.method.upper(),
+        url=req.url,
+        headers={name.lower(): value for name, value in req.headers.items()},
+        query=dict(req.params),
+        route=dict(req.route_params),
+        body=req.get_body() or b"",
+    )
+
+
+def to_http_response(response: Response) -> func.HttpResponse:
+    """The Functions response for a core response."""
+    return func.HttpResponse(body=response.body, status_code=response.status, headers=response.headers)
+
+
+async def _call(route: str, req: func.HttpRequest) -> func.HttpResponse:
+    return to_http_response(await runtime.handle(route, to_request(req)))
+
+
+@app.route(route="v2/Users", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def users(req: func.HttpRequest) -> func.HttpResponse:
+    """GET lists/filters, POST creates; other methods get a SCIM 405."""
+    return await _call("users", req)
+
+
+@app.route(route="v2/Users/{id}", methods=["GET", "PUT", "PATCH", "DELETE"])
+async def user(req: func.HttpRequest) -> func.HttpResponse:
+    """GET, PUT, PATCH, DELETE one user."""
+    return await _call("user", req)
+
+
+@app.route(route="v2/ServiceProviderConfig", methods=["GET"])
+async def service_provider_config(req: func.HttpRequest) -> func.HttpResponse:
+    """RFC 7644 §4 service provider configuration."""
+    return await _call("service_provider_config", req)
+
+
+@app.route(route="v2/ResourceTypes/{id?}", methods=["GET"])
+async def resource_types(req: func.HttpRequest) -> func.HttpResponse:
+    """RFC 7644 §4 resource types, all or one."""
+    return await _call("resource_types", req)
+
+
+@app.route(route="v2/Schemas/{id?}", methods=["GET"])
+async def schemas(req: func.HttpRequest) -> func.HttpResponse:
+    """RFC 7644 §4 schemas, all or one."""
+    return await _call("schemas", req)

@@ -1,0 +1,348 @@
+"""The HTTP face of the service, transport-neutral (RFC 7644 §3).
+
+``function_app.py`` (Azure Functions), the dev server and the tests all call
+these handlers with a plain :class:`Request` and get a plain :class:`Response`.
+This module authenticates, parses query strings and headers, picks status
+codes, and is the one place where errors become RFC 7644 §3.12 bodies
+(:func:`error_response`). It never imports Azure Functions or the storage SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from scim2_models import Context, ResponseParameters
+
+from scim.auth import authenticate
+from scim.config import Settings
+from scim.discovery import Discovery
+from scim.errors import (
+    InternalError,
+    InvalidSyntaxError,
+    InvalidValueError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ScimError,
+    UnsupportedMediaTypeError,
+)
+from scim.repository import Repository, StoredResource
+from scim.resources import USER, ResourceKind
+from scim.service import ListResult, ResourceService, matches_if_match, version_of
+
+__all__ = ["Request", "Response", "ScimApi", "error_response"]
+
+log = logging.getLogger("scim.api")
+
+SCIM_JSON = "application/scim+json"
+_LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+_JSON_TYPES = {"application/scim+json", "application/json"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request as the SCIM core sees it.
+
+    ``headers`` keys are lower-case; ``query`` values are already URL-decoded
+    (``+`` is a space, as in Entra's ``filter=userName+eq+%22…%22``).
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    route: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """A header value by case-insensitive name."""
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP response: status, headers and an encoded body."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def json(self) -> Any:
+        """The decoded JSON body (for tests and tools)."""
+        return json.loads(self.body) if self.body else None
+
+
+def _json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(status, {"Content-Type": SCIM_JSON, **(headers or {})}, body)
+
+
+def error_response(error: ScimError) -> Response:
+    """The RFC 7644 §3.12 error body for ``error`` — the only such mapping."""
+    return _json_response(error.status, error.to_body(), error.headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ScimApi:
+    """Handlers for each SCIM route template, bound to settings and storage."""
+
+    def __init__(self, settings: Settings, repository: Repository) -> None:
+        self._settings = settings
+        self._users = ResourceService(
+            USER, repository, max_page_size=settings.max_page_size, max_scan=settings.max_scan
+        )
+        self._services = {USER.name: self._users}
+        self._discovery = Discovery((USER,), max_results=settings.max_page_size)
+
+    # -- plumbing ----------------------------------------------------------
+
+    async def _guard(self, request: Request, route: str, handler: Handler) -> Response:
+        """Authenticate, run, and turn every failure into a SCIM error; log one line."""
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        try:
+            if len(request.body) > self._settings.max_body_bytes:
+                raise PayloadTooLargeError(
+                    f"The body is {len(request.body):,} bytes; the limit is "
+                    f"{self._settings.max_body_bytes:,}."
+                )
+            authenticate(request.header("authorization"), self._settings.token_digests)
+            response = await handler(request)
+        except ScimError as error:
+            response = error_response(error)
+        except Exception:
+            log.exception("Unhandled error in %s %s (request_id=%s)", request.method, route, request_id)
+            response = error_response(InternalError())
+        elapsed = (time.perf_counter() - started) * 1000
+        # Never log headers, bodies or query strings: they carry tokens and personal data.
+        log.info(
+            "%s %s -> %d in %.1f ms (request_id=%s)",
+            request.method,
+            route,
+            response.status,
+            elapsed,
+            request_id,
+        )
+        return Response(response.status, {**response.headers, "X-Request-Id": request_id}, response.body)
+
+    def _base_url(self, request: Request) -> str:
+        """The SCIM base URL for ``meta.location``: configured, else from the request."""
+        if self._settings.public_base_url:
+            return self._settings.public_base_url
+        parts = urlsplit(request.url)
+        path = parts.path
+        marker = path.lower().find("/v2")
+        base_path = path[: marker + 3] if marker >= 0 else "/scim/v2"
+        return f"{parts.scheme}://{parts.netloc}{base_path}"
+
+    # -- resources ---------------------------------------------------------
+
+    async def users(self, request: Request) -> Response:
+        """``/Users``: GET lists and filters (§3.4.2), POST creates (§3.3)."""
+        return await self._guard(request, "/Users", self._collection(self._users))
+
+    async def user(self, request: Request) -> Response:
+        """``/Users/{id}``: GET (§3.4.1), PUT (§3.5.1), PATCH (§3.5.2), DELETE (§3.6)."""
+        return await self._guard(request, "/Users/{id}", self._item(self._users))
+
+    def _collection(self, service: ResourceService) -> Handler:
+        async def handle(request: Request) -> Response:
+            if request.method == "GET":
+                return await self._query(service, request)
+            if request.method == "POST":
+                stored = await service.create(_json_body(request))
+                return self._resource_response(service, request, stored, status=201, location=True)
+            raise MethodNotAllowedError(allow=("GET", "POST"))
+
+        return handle
+
+    def _item(self, service: ResourceService) -> Handler:
+        async def handle(request: Request) -> Response:
+            resource_id = request.route.get("id", "")
+            if_match = request.header("if-match")
+            if request.method == "GET":
+                stored = await service.get(resource_id)
+                if_none_match = request.header("if-none-match")
+                if if_none_match and matches_if_match(if_none_match, version_of(stored.etag)):
+                    return Response(304, {"ETag": version_of(stored.etag)})
+                return self._resource_response(service, request, stored)
+            if request.method == "PUT":
+                stored = await service.replace(resource_id, _json_body(request), if_match=if_match)
+                return self._resource_response(service, request, stored)
+            if request.method == "PATCH":
+                stored = await service.patch(resource_id, _json_body(request), if_match=if_match)
+                return self._resource_response(service, request, stored)
+            if request.method == "DELETE":
+                await service.delete(resource_id, if_match=if_match)
+                return Response(204)
+            raise MethodNotAllowedError(allow=("GET", "PUT", "PATCH", "DELETE"))
+
+        return handle
+
+    async def _query(self, service: ResourceService, request: Request) -> Response:
+        query = service.parse_query(_query_parameters(request.query))
+        result: ListResult = await service.query(query)
+        base_url = self._base_url(request)
+        resources = [self._render(service, stored, base_url, query.request) for stored in result.resources]
+        payload: dict[str, Any] = {
+            "schemas": [_LIST_RESPONSE],
+            "totalResults": result.total,
+            "startIndex": result.start_index,
+            "itemsPerPage": len(resources),
+            "Resources": resources,
+        }
+        return _json_response(200, payload)
+
+    def _render(
+        self,
+        service: ResourceService,
+        stored: StoredResource,
+        base_url: str,
+        parameters: ResponseParameters[Any] | None,
+    ) -> dict[str, Any]:
+        """The resource as served: ``meta.location``/``version`` added, attributes selected (§3.9)."""
+        document = dict(stored.document)
+        meta = dict(document.get("meta") or {})
+        meta["location"] = f"{base_url}{service.kind.endpoint}/{stored.id}"
+        meta["version"] = version_of(stored.etag)
+        document["meta"] = meta
+        if parameters is None or not (parameters.attributes or parameters.excluded_attributes):
+            return document
+        resource = service.kind.model.model_validate(document)
+        return resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters)
+
+    def _resource_response(
+        self,
+        service: ResourceService,
+        request: Request,
+        stored: StoredResource,
+        *,
+        status: int = 200,
+        location: bool = False,
+    ) -> Response:
+        parameters = _response_parameters(service.kind, request.query)
+        document = self._render(service, stored, self._base_url(request), parameters)
+        headers = {"ETag": version_of(stored.etag)}
+        if location:
+            headers["Location"] = f"{self._base_url(request)}{service.kind.endpoint}/{stored.id}"
+        return _json_response(status, document, headers)
+
+    # -- discovery (RFC 7644 §4) -------------------------------------------
+
+    async def service_provider_config(self, request: Request) -> Response:
+        """``/ServiceProviderConfig``."""
+
+        async def handle(request: Request) -> Response:
+            _require_get(request)
+            return _json_response(200, self._discovery.service_provider_config(self._base_url(request)))
+
+        return await self._guard(request, "/ServiceProviderConfig", handle)
+
+    async def resource_types(self, request: Request) -> Response:
+        """``/ResourceTypes`` and ``/ResourceTypes/{id}``."""
+
+        async def handle(request: Request) -> Response:
+            _require_get(request)
+            documents = self._discovery.resource_types(self._base_url(request))
+            return _one_or_list(documents, request.route.get("id"), "ResourceType")
+
+        return await self._guard(request, "/ResourceTypes", handle)
+
+    async def schemas(self, request: Request) -> Response:
+        """``/Schemas`` and ``/Schemas/{id}``."""
+
+        async def handle(request: Request) -> Response:
+            _require_get(request)
+            documents = self._discovery.schemas(self._base_url(request))
+            return _one_or_list(documents, request.route.get("id"), "Schema")
+
+        return await self._guard(request, "/Schemas", handle)
+
+
+def _require_get(request: Request) -> None:
+    if request.method != "GET":
+        raise MethodNotAllowedError(allow=("GET",))
+
+
+def _one_or_list(documents: list[dict[str, Any]], wanted: str | None, what: str) -> Response:
+    if wanted:
+        for document in documents:
+            if str(document.get("id", "")).lower() == wanted.lower():
+                return _json_response(200, document)
+        raise NotFoundError(f"No {what} with id {wanted!r}.")
+    payload = {
+        "schemas": [_LIST_RESPONSE],
+        "totalResults": len(documents),
+        "startIndex": 1,
+        "itemsPerPage": len(documents),
+        "Resources": documents,
+    }
+    return _json_response(200, payload)
+
+
+def _json_body(request: Request) -> Any:
+    """Decode a JSON body; 415 for a non-JSON media type, 400 invalidSyntax for bad JSON."""
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type and content_type not in _JSON_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {content_type!r} is not supported; use application/scim+json."
+        )
+    if not request.body.strip():
+        raise InvalidSyntaxError("The request has no body; send a SCIM JSON document.")
+    try:
+        return json.loads(request.body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidSyntaxError(f"The body is not valid JSON: {error}.") from error
+
+
+_QUERY_NAMES = {
+    "filter": "filter",
+    "startindex": "startIndex",
+    "count": "count",
+    "attributes": "attributes",
+    "excludedattributes": "excludedAttributes",
+}
+
+
+def _query_parameters(query: Mapping[str, str]) -> dict[str, Any]:
+    """The SCIM query parameters (§3.4.2, §3.9), names matched case-insensitively.
+
+    Unknown parameters (such as Entra's ``aadOptscim062020`` flag) are ignored.
+    """
+    parameters: dict[str, Any] = {}
+    for name, value in query.items():
+        canonical = _QUERY_NAMES.get(name.lower())
+        if canonical is None:
+            continue
+        if canonical in ("startIndex", "count"):
+            try:
+                parameters[canonical] = int(value)
+            except ValueError:
+                raise InvalidValueError(f"{canonical} must be an integer, got {value!r}.") from None
+        else:
+            parameters[canonical] = value
+    return parameters
+
+
+def _response_parameters(kind: ResourceKind, query: Mapping[str, str]) -> ResponseParameters[Any] | None:
+    """``attributes``/``excludedAttributes`` of a single-resource request (§3.9)."""
+    selected = {
+        _QUERY_NAMES[name.lower()]: value
+        for name, value in query.items()
+        if name.lower() in ("attributes", "excludedattributes") and value
+    }
+    if not selected:
+        return None
+    try:
+        return ResponseParameters[kind.model].model_validate(selected)  # type: ignore[name-defined]
+    except ValueError as error:
+        raise InvalidValueError(f"attributes/excludedAttributes are not valid: {error}") from error

@@ -1,0 +1,107 @@
+"""Settings: read once from the environment by the adapters, then injected.
+
+Nothing else in ``scim/`` reads ``os.environ``; tests build :class:`Settings`
+directly. Secrets are kept only as SHA-256 digests so that a stray ``repr``
+or log line can never print a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["ConfigurationError", "Settings", "token_digest"]
+
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a bearer token, the only form in which tokens are kept."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the SCIM service needs to know about its deployment.
+
+    Attributes:
+        storage_connection_string: Azure Storage (or Azurite) connection string.
+        table_name: The one Table Storage table holding every SCIM row.
+        tenant: Tenant segment of every PartitionKey (DESIGN §5.8).
+        token_digests: SHA-256 digests of the accepted bearer tokens: the
+            current Secret Token and, during a rotation, the next one.
+        public_base_url: The SCIM base URL clients use (``https://host/scim/v2``);
+            when empty, it is derived from each request's URL.
+        max_page_size: Largest ``count`` served in one ListResponse
+            (``filter.maxResults`` in /ServiceProviderConfig).
+        max_scan: Most resources a filter that no index can answer may examine.
+        max_body_bytes: Largest request body accepted (413 above it).
+    """
+
+    storage_connection_string: str = field(default="", repr=False)
+    table_name: str = "scim"
+    tenant: str = "default"
+    token_digests: tuple[bytes, ...] = field(default=(), repr=False)
+    public_base_url: str = ""
+    max_page_size: int = 200
+    max_scan: int = 10_000
+    max_body_bytes: int = 1_048_576
+
+    def check_serving(self) -> None:
+        """Refuse to serve with settings that cannot work.
+
+        Raises:
+            ConfigurationError: No storage or no Secret Token is configured.
+        """
+        if not self.storage_connection_string:
+            raise ConfigurationError(
+                "SCIM_STORAGE_CONNECTION_STRING is not set: the endpoint has no storage."
+            )
+        if not self.token_digests:
+            raise ConfigurationError("SCIM_BEARER_TOKEN is not set: the endpoint accepts no Secret Token.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from ``SCIM_*`` variables (see the README's table).
+
+        Raises:
+            ConfigurationError: A variable is malformed.
+        """
+        tokens = [environ.get(name, "").strip() for name in ("SCIM_BEARER_TOKEN", "SCIM_BEARER_TOKEN_NEXT")]
+        table_name = environ.get("SCIM_TABLE_NAME", "").strip() or "scim"
+        if not _TABLE_NAME.match(table_name):
+            raise ConfigurationError(
+                "SCIM_TABLE_NAME must be 3-63 letters and digits, starting with a letter"
+            )
+        tenant = environ.get("SCIM_TENANT", "").strip() or "default"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tenant):
+            raise ConfigurationError("SCIM_TENANT must be 1-64 of A-Z a-z 0-9 _ -")
+        return cls(
+            storage_connection_string=environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip(),
+            table_name=table_name,
+            tenant=tenant,
+            token_digests=tuple(token_digest(t) for t in tokens if t),
+            public_base_url=environ.get("SCIM_PUBLIC_BASE_URL", "").strip().rstrip("/"),
+            max_page_size=_int(environ, "SCIM_MAX_PAGE_SIZE", cls.max_page_size),
+            max_scan=_int(environ, "SCIM_MAX_SCAN", cls.max_scan),
+            max_body_bytes=_int(environ, "SCIM_MAX_BODY_BYTES", cls.max_body_bytes),
+        )

@@ -1,0 +1,75 @@
+"""Wiring for hosts: settings → storage client → :class:`scim.api.ScimApi`, built lazily.
+
+Hosts (``function_app.py``, the dev server) import this at start-up; nothing
+here touches the network until the first request (DESIGN §2: cold start).
+The async table client binds to the event loop it first runs on, so the API
+is built once per loop — once per worker process under the Functions host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from scim.api import Request, Response, ScimApi, error_response
+from scim.config import ConfigurationError, Settings
+from scim.errors import InternalError
+from scim.tables import TableRepository, connect
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("scim.runtime")
+
+ROUTES: dict[str, Callable[[ScimApi, Request], Awaitable[Response]]] = {
+    "users": ScimApi.users,
+    "user": ScimApi.user,
+    "service_provider_config": ScimApi.service_provider_config,
+    "resource_types": ScimApi.resource_types,
+    "schemas": ScimApi.schemas,
+}
+"""Handler of each route template, by the name hosts use for it."""
+
+
+class Runtime:
+    """Holds the one long-lived :class:`ScimApi` of a process (per event loop)."""
+
+    def __init__(self, settings: Callable[[], Settings]) -> None:
+        self._settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._api: ScimApi | None = None
+        self._repository: TableRepository | None = None
+
+    def _build(self) -> ScimApi:
+        settings = self._settings()
+        settings.check_serving()
+        client = connect(settings.storage_connection_string, settings.table_name)
+        repository = TableRepository(client, tenant=settings.tenant)
+        self._repository = repository
+        log.info("SCIM service ready: table %s, tenant %s", settings.table_name, settings.tenant)
+        return ScimApi(settings, repository)
+
+    def api(self) -> ScimApi:
+        """The API for the running event loop, built on first use."""
+        loop = asyncio.get_running_loop()
+        if self._api is None or self._loop is not loop:
+            self._api = self._build()
+            self._loop = loop
+        return self._api
+
+    async def aclose(self) -> None:
+        """Close the storage client (call on the loop the API was built on)."""
+        if self._repository is not None:
+            await self._repository.close()
+        self._repository = None
+        self._api = None
+        self._loop = None
+
+    async def handle(self, route: str, request: Request) -> Response:
+        """Dispatch ``request`` to the handler named ``route`` (e.g. ``"users"``)."""
+        try:
+            api = self.api()
+        except ConfigurationError as error:
+            log.error("The SCIM endpoint is not configured: %s", error)
+            return error_response(InternalError(f"The SCIM endpoint is not configured: {error}"))
+        return await ROUTES[route](api, request)

@@ -1,0 +1,367 @@
+"""The SCIM resource service: RFC 7644 §3 operations over a Repository.
+
+Owns what storage must not decide: ids (UUID4), ``meta`` (RFC 7643 §3.1),
+schema validation, PATCH semantics (via scim2-models, after ``scim.entra``),
+``If-Match`` preconditions (§3.14), uniqueness keys, and the retry of a write
+that lost an ETag race. Transport-neutral: it sees dicts and strings, never
+HTTP objects.
+
+Storage round trips per operation (asserted in the integration tests):
+create 1; get 1; filter on ``id`` 1, on ``userName``/``externalId`` 2;
+patch/replace 2 (read + one conditional transaction; 1 when nothing changes);
+delete 2 (read + one conditional transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from scim2_models import Context, Meta, PatchOp, Resource, SCIMException, SearchRequest
+from scim2_models.path import CompareOperator, Comparison, FilterNode, LogicalExpr, LogicalOperator
+
+from scim import entra
+from scim.errors import (
+    ConflictError,
+    InternalError,
+    InvalidSyntaxError,
+    NotFoundError,
+    PreconditionFailedError,
+    TooManyError,
+    from_library_error,
+)
+from scim.repository import Repository, StoredResource
+from scim.resources import ENTRA_POLICY, ResourceKind
+
+__all__ = ["ListResult", "ResourceService", "matches_if_match", "version_of"]
+
+WRITE_ATTEMPTS = 5
+"""Attempts of a read-modify-write that loses ETag races before answering 409."""
+
+
+def version_of(etag: str) -> str:
+    """The weak ``meta.version`` / ``ETag`` of a stored row (RFC 7644 §3.14).
+
+    Derived from the storage ETag, so it changes exactly when the row does.
+    """
+    return 'W/"' + hashlib.sha256(etag.encode("utf-8")).hexdigest()[:20] + '"'
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith(("W/", "w/")) else tag
+
+
+def matches_if_match(if_match: str, version: str) -> bool:
+    """RFC 9110 §13.1.1 ``If-Match`` with weak comparison, as SCIM versions are weak."""
+    tags = [tag.strip() for tag in if_match.split(",") if tag.strip()]
+    return "*" in tags or _opaque(version) in {_opaque(tag) for tag in tags}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ListResult:
+    """One page of a query (RFC 7644 §3.4.2): the page and the total match count."""
+
+    total: int
+    start_index: int
+    resources: list[StoredResource]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed, validated query: filter, paging and attribute selection."""
+
+    request: SearchRequest[Any]
+    start_index: int
+    count: int
+
+
+class ResourceService:
+    """Create, read, query, replace, patch and delete resources of one kind."""
+
+    def __init__(
+        self,
+        kind: ResourceKind,
+        repository: Repository,
+        *,
+        max_page_size: int = 200,
+        max_scan: int = 10_000,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.kind = kind
+        self._repository = repository
+        self._max_page_size = max_page_size
+        self._max_scan = max_scan
+        self._clock = clock
+        self._known_schemas = self._schemas_of(kind.model)
+
+    @staticmethod
+    def _schemas_of(model: type[Resource[Any]]) -> tuple[str, ...]:
+        extensions = [str(ext.__schema__) for ext in model.get_extension_models().values()]
+        return (str(model.__schema__), *extensions)
+
+    # -- validation --------------------------------------------------------
+
+    def _validate(self, body: Any, context: Context) -> Resource[Any]:
+        if not isinstance(body, dict):
+            raise InvalidSyntaxError(f"The body must be a JSON object describing a {self.kind.name}.")
+        body = entra.normalize_resource(body, self._known_schemas)
+        try:
+            return self.kind.model.model_validate(body, scim_ctx=context, scim_policy=ENTRA_POLICY)
+        except (ValidationError, SCIMException) as error:
+            raise from_library_error(error) from error
+
+    def _load(self, stored: StoredResource) -> Resource[Any]:
+        return self.kind.model.model_validate(stored.document, scim_policy=ENTRA_POLICY)
+
+    def _document(self, resource: Resource[Any]) -> dict[str, Any]:
+        """The stored form: what a GET returns, with ``schemas`` recomputed.
+
+        ``schemas`` lists the core schema and each extension that holds a
+        value (RFC 7643 §3): URIs the client sent that we do not serve are not
+        echoed back.
+        """
+        document = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        document["schemas"] = [self._known_schemas[0]] + [
+            uri for uri in self._known_schemas[1:] if document.get(uri)
+        ]
+        return document
+
+    # -- operations --------------------------------------------------------
+
+    async def create(self, body: Any) -> StoredResource:
+        """RFC 7644 §3.3: validate, assign ``id`` and ``meta``, insert atomically.
+
+        Raises:
+            InvalidValueError / InvalidSyntaxError: The body is not a valid resource.
+            UniquenessError: A unique attribute value is taken (409).
+        """
+        resource = self._validate(body, Context.RESOURCE_CREATION_REQUEST)
+        now = self._clock()
+        resource.id = str(uuid.uuid4())
+        resource.meta = Meta(resource_type=self.kind.name, created=now, last_modified=now)
+        document = self._document(resource)
+        unique = self.kind.unique_keys(resource)
+        etag = await self._repository.create(self.kind.name, resource.id, document, unique)
+        return StoredResource(resource.id, document, etag)
+
+    async def get(self, resource_id: str) -> StoredResource:
+        """RFC 7644 §3.4.1: one point read.
+
+        Raises:
+            NotFoundError: No such resource.
+        """
+        return await self._repository.get(self.kind.name, resource_id)
+
+    def parse_query(self, parameters: dict[str, Any]) -> Query:
+        """Validate ``filter``, ``startIndex``, ``count``, ``attributes`` (§3.4.2, §3.9).
+
+        Raises:
+            InvalidFilterError: Bad filter syntax or an unknown attribute.
+        """
+        try:
+            request = SearchRequest[self.kind.model].model_validate(  # type: ignore[name-defined]
+                parameters, scim_ctx=Context.SEARCH_REQUEST, scim_policy=ENTRA_POLICY
+            )
+        except (ValidationError, SCIMException) as error:
+            raise from_library_error(error) from error
+        count = self._max_page_size if request.count is None else min(request.count, self._max_page_size)
+        return Query(request, request.start_index or 1, max(count, 0))
+
+    async def query(self, query: Query) -> ListResult:
+        """RFC 7644 §3.4.2: filter, then page by ``startIndex``/``count``.
+
+        Raises:
+            TooManyError: A filter no index answers would examine too many resources.
+        """
+        request = query.request
+        if request.filter is None:
+            return await self._list_all(query)
+        candidates = await self._candidates(request.filter.ast)
+        matches = [c for c in candidates if request.filter.match(self._load(c))]
+        page = matches[query.start_index - 1 : query.start_index - 1 + query.count]
+        return ListResult(len(matches), query.start_index, page)
+
+    async def _list_all(self, query: Query) -> ListResult:
+        total = await self._repository.count(self.kind.name)
+        page: list[StoredResource] = []
+        if query.count and query.start_index <= total:
+            skip = query.start_index - 1
+            async for stored in self._repository.scan(self.kind.name):
+                if skip:
+                    skip -= 1
+                    continue
+                page.append(stored)
+                if len(page) == query.count:
+                    break
+        return ListResult(total, query.start_index, page)
+
+    async def _candidates(self, node: FilterNode) -> list[StoredResource]:
+        """The resources a filter can match: by index when an ``eq`` allows it."""
+        lookup = _index_term(node, self.kind)
+        if lookup is not None:
+            attribute, value = lookup
+            if attribute == "id":
+                try:
+                    return [await self._repository.get(self.kind.name, value)]
+                except NotFoundError:
+                    return []
+            unique = self.kind.unique_attribute(attribute)
+            if unique is None:  # pragma: no cover - _index_term only returns indexed attributes
+                raise InternalError()
+            found = await self._repository.lookup(self.kind.name, unique.name, unique.key(value))
+            return [found] if found is not None else []
+        scanned: list[StoredResource] = []
+        async for stored in self._repository.scan(self.kind.name):
+            scanned.append(stored)
+            if len(scanned) > self._max_scan:
+                raise TooManyError(
+                    f"The filter needs more than {self._max_scan:,} {self.kind.name} resources "
+                    "examined; filter on id, userName or externalId with 'eq'."
+                )
+        return scanned
+
+    async def replace(self, resource_id: str, body: Any, *, if_match: str | None = None) -> StoredResource:
+        """RFC 7644 §3.5.1: replace every writable attribute, keep ``id`` and ``created``."""
+        resource = self._validate(body, Context.RESOURCE_REPLACEMENT_REQUEST)
+
+        def rewrite(_: Resource[Any]) -> Resource[Any]:
+            return resource.model_copy(deep=True)
+
+        return await self._write(resource_id, rewrite, if_match=if_match)
+
+    async def patch(self, resource_id: str, body: Any, *, if_match: str | None = None) -> StoredResource:
+        """RFC 7644 §3.5.2: apply the operations atomically (all or none).
+
+        Raises:
+            InvalidSyntaxError / InvalidPathError / InvalidValueError / MutabilityError /
+            NoTargetError: The PatchOp is not valid for this resource.
+        """
+        if not isinstance(body, dict):
+            raise InvalidSyntaxError("The body must be a PatchOp JSON object.")
+        try:
+            patch = PatchOp[self.kind.model].model_validate(  # type: ignore[name-defined]
+                entra.normalize_patch(body), scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY
+            )
+        except (ValidationError, SCIMException) as error:
+            raise from_library_error(error) from error
+
+        def apply(resource: Resource[Any]) -> Resource[Any] | None:
+            try:
+                changed = patch.patch(resource, scim_policy=ENTRA_POLICY)
+            except (ValidationError, SCIMException) as error:
+                raise from_library_error(error) from error
+            return resource if changed else None
+
+        return await self._write(resource_id, apply, if_match=if_match)
+
+    async def _write(
+        self,
+        resource_id: str,
+        change: Callable[[Resource[Any]], Resource[Any] | None],
+        *,
+        if_match: str | None,
+    ) -> StoredResource:
+        """Read, change, conditionally write; retry when another writer won.
+
+        With ``If-Match`` the client owns the race and gets 412 instead.
+        """
+        for _ in range(WRITE_ATTEMPTS):
+            current = await self._repository.get(self.kind.name, resource_id)
+            _check_precondition(current, if_match)
+            before = self._load(current)
+            after = change(before.model_copy(deep=True))
+            if after is None:
+                return current  # nothing changed: no write, version unchanged
+            after.id = current.id
+            after.meta = Meta(
+                resource_type=self.kind.name,
+                created=before.meta.created if before.meta else self._clock(),
+                last_modified=self._clock(),
+            )
+            document = self._document(after)
+            try:
+                etag = await self._repository.replace(
+                    self.kind.name,
+                    current,
+                    document,
+                    old_unique=self.kind.unique_keys(before),
+                    new_unique=self.kind.unique_keys(after),
+                )
+            except PreconditionFailedError:
+                if if_match is not None:
+                    raise
+                continue
+            return StoredResource(current.id, document, etag)
+        raise ConflictError(
+            f"The {self.kind.name} was changed by concurrent requests {WRITE_ATTEMPTS} times; retry."
+        )
+
+    async def delete(self, resource_id: str, *, if_match: str | None = None) -> None:
+        """RFC 7644 §3.6: delete the resource and its index rows atomically.
+
+        Raises:
+            NotFoundError: No such resource (a repeated DELETE is a 404).
+        """
+        for _ in range(WRITE_ATTEMPTS):
+            current = await self._repository.get(self.kind.name, resource_id)
+            _check_precondition(current, if_match)
+            unique = self.kind.unique_keys(self._load(current))
+            try:
+                await self._repository.delete(self.kind.name, current, unique)
+            except PreconditionFailedError:
+                if if_match is not None:
+                    raise
+                continue
+            return
+        raise ConflictError(f"The {self.kind.name} kept changing while being deleted; retry.")
+
+
+def _check_precondition(current: StoredResource, if_match: str | None) -> None:
+    if if_match is not None and not matches_if_match(if_match, version_of(current.etag)):
+        raise PreconditionFailedError(
+            f"If-Match {if_match} does not match the current version {version_of(current.etag)}."
+        )
+
+
+_INDEX_PREFERENCE = ("id", "userName", "externalId", "displayName")
+
+
+def _eq_terms(node: FilterNode) -> Iterable[Comparison]:
+    if isinstance(node, Comparison):
+        yield node
+    elif isinstance(node, LogicalExpr) and node.op == LogicalOperator.and_:
+        for term in node.terms:
+            yield from _eq_terms(term)
+
+
+def _index_term(node: FilterNode, kind: ResourceKind) -> tuple[str, str] | None:
+    """The (attribute, value) of an ``eq`` an index can answer, if the filter has one.
+
+    Only a top-level comparison or one operand of a top-level ``and`` chain
+    qualifies: every match must satisfy it. The whole filter is still
+    evaluated on the candidate, so the other terms keep their meaning.
+    """
+    found: dict[str, str] = {}
+    for term in _eq_terms(node):
+        path = term.attr_path
+        if term.op != CompareOperator.eq or path.sub_attr or not isinstance(term.value, str):
+            continue
+        if path.uri and path.uri.lower() != str(kind.model.__schema__).lower():
+            continue
+        name = path.attr.lower()
+        if name == "id" or kind.unique_attribute(name) is not None:
+            found.setdefault(name, term.value)
+    for preferred in _INDEX_PREFERENCE:
+        if preferred.lower() in found:
+            return preferred, found[preferred.lower()]
+    return None

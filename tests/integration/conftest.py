@@ -1,0 +1,198 @@
+"""Integration fixtures: a real Azurite, a table per test, real HTTP.
+
+Azurite is started once per session on a free loopback port with in-memory
+persistence (``tools.azurite``). Set ``TEST_STORAGE_CONNECTION_STRING``
+to run the same tests against a real storage account instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+from scim.api import Request, Response, ScimApi
+from scim.config import Settings, token_digest
+from scim.tables import TableRepository, connect
+from tests.conftest import NEXT_TOKEN, TOKEN, function_app_functions
+from tools.azurite import Azurite
+from tools.devserver import HostEmulator, read_route_prefix, serve_in_thread
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def storage_connection_string() -> Iterator[str]:
+    """A live Table Storage endpoint: Azurite unless a real account is given."""
+    given = os.environ.get("TEST_STORAGE_CONNECTION_STRING")
+    if given:
+        yield given
+        return
+    with Azurite() as azurite:
+        yield azurite.connection_string
+
+
+class RoundTrips(SansIOHTTPPolicy[Any, Any]):
+    """Counts every HTTP request the Table SDK sends, retries included."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        self.requests.append(f"{request.http_request.method} {urlsplit(request.http_request.url).path}")
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+    def reset(self) -> None:
+        self.requests.clear()
+
+
+@dataclass
+class Store:
+    repository: TableRepository
+    round_trips: RoundTrips
+    table_name: str
+    connection_string: str
+
+
+@pytest.fixture
+async def store(storage_connection_string: str) -> AsyncIterator[Store]:
+    """A fresh table on the live endpoint, deleted afterwards."""
+    table_name = "t" + uuid.uuid4().hex[:16]
+    counter = RoundTrips()
+    client = connect(storage_connection_string, table_name, per_retry_policies=[counter])
+    await client.create_table()
+    counter.reset()
+    yield Store(TableRepository(client), counter, table_name, storage_connection_string)
+    await client.delete_table()
+    await client.close()
+
+
+def make_settings(store: Store, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "storage_connection_string": store.connection_string,
+        "table_name": store.table_name,
+        "token_digests": (token_digest(TOKEN), token_digest(NEXT_TOKEN)),
+        "max_page_size": 50,
+        "max_scan": 500,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class ScimClient:
+    """Drives :class:`ScimApi` handlers the way the triggers do, without sockets."""
+
+    api: ScimApi
+    token: str | None = TOKEN
+    base: str = "http://scim.test/scim/v2"
+    default_headers: dict[str, str] = field(default_factory=dict)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Response:
+        url = self.base + path
+        parts = urlsplit(url)
+        segments = [s for s in parts.path.split("/") if s][2:]  # drop "scim", "v2"
+        route: dict[str, str] = {}
+        name = segments[0].lower()
+        if len(segments) > 1:
+            route["id"] = segments[1]
+        handler = {
+            "users": self.api.user if len(segments) > 1 else self.api.users,
+            "serviceproviderconfig": self.api.service_provider_config,
+            "resourcetypes": self.api.resource_types,
+            "schemas": self.api.schemas,
+        }[name]
+        all_headers = {"content-type": "application/scim+json; charset=utf-8", **self.default_headers}
+        if self.token is not None:
+            all_headers["authorization"] = f"Bearer {self.token}"
+        all_headers.update({k.lower(): v for k, v in (headers or {}).items()})
+        payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        request = Request(
+            method=method,
+            url=url,
+            headers=all_headers,
+            query=dict(parse_qsl(parts.query, keep_blank_values=True)),
+            route=route,
+            body=payload,
+        )
+        return await handler(request)
+
+    async def get(self, path: str, **kw: Any) -> Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, body: Any, **kw: Any) -> Response:
+        return await self.request("POST", path, body, **kw)
+
+    async def patch(self, path: str, body: Any, **kw: Any) -> Response:
+        return await self.request("PATCH", path, body, **kw)
+
+    async def put(self, path: str, body: Any, **kw: Any) -> Response:
+        return await self.request("PUT", path, body, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Response:
+        return await self.request("DELETE", path, **kw)
+
+
+@pytest.fixture
+def scim(store: Store) -> ScimClient:
+    """A client of a ScimApi over its own fresh table."""
+    return ScimClient(ScimApi(make_settings(store), store.repository))
+
+
+@pytest.fixture(scope="session")
+def http_base_url(storage_connection_string: str) -> Iterator[str]:
+    """``function_app`` served over real HTTP by the dev server, as ``make run`` does.
+
+    Yields the Tenant URL, ``http://127.0.0.1:PORT/scim/v2``.
+    """
+    import function_app
+
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "SCIM_STORAGE_CONNECTION_STRING": storage_connection_string,
+            "SCIM_TABLE_NAME": "http" + uuid.uuid4().hex[:12],
+            "SCIM_BEARER_TOKEN": TOKEN,
+            "SCIM_BEARER_TOKEN_NEXT": NEXT_TOKEN,
+        }
+    )
+    emulator = HostEmulator(
+        functions=function_app_functions(),
+        route_prefix=read_route_prefix(ROOT / "host.json"),
+        max_body_bytes=1_048_576,
+    )
+
+    async def warm_up() -> None:
+        # Build the API now, while the SCIM_* variables are set: per-test
+        # fixtures clear them, and the runtime reads them only once.
+        function_app.runtime.api()
+
+    try:
+        emulator.run_coroutine(warm_up())
+        with serve_in_thread(emulator) as base:
+            yield base + "/scim/v2"
+    finally:
+        emulator.run_coroutine(function_app.runtime.aclose())
+        emulator.close()
+        os.environ.clear()
+        os.environ.update(saved)
