@@ -20,13 +20,22 @@ Rules:
    attribute [MS-val LOGICAPP "replace with empty string/null clears"].
 3. **Manager in a resource body** — a bare-id manager in POST/PUT bodies is
    read the same way as in rule 1; an empty one is dropped.
-4. **Foreign schema URIs** — ``schemas`` entries we do not serve (Entra adds
+4. **Unqualified extension paths** — ``"path": "manager"`` or
+   ``manager[value eq "<id>"]`` (no URN) is qualified with the enterprise
+   extension URN, which RFC 7644 §3.10 allows a server to infer when the
+   name is unambiguous [doc TUT Example 5; obs thomaspoignant/scim-patch#453].
+   Without this the library would not find the attribute and drop the op.
+   ``remove manager[value eq "<id>"]`` removes the manager: the manager is
+   single-valued, so RFC value selection does not apply, and Entra sends this
+   only to remove the manager it set (the source of truth re-adds any other).
+5. **Foreign schema URIs** — ``schemas`` entries we do not serve (Entra adds
    ``http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/…``)
    are dropped rather than rejected [doc TUT *Create Group*; COMPAT].
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +43,18 @@ __all__ = ["ENTERPRISE_USER", "normalize_patch", "normalize_resource"]
 
 ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 _MANAGER_PATHS = {"manager", f"{ENTERPRISE_USER}:manager".lower()}
+_ENTERPRISE_ATTRIBUTES = {"employeenumber", "costcenter", "organization", "division", "department", "manager"}
+"""Enterprise-extension attribute names; none is also a core User attribute."""
+_SELECTED_MANAGER = re.compile(re.escape(f"{ENTERPRISE_USER}:manager") + r"\s*\[", re.IGNORECASE)
+_LEADING_NAME = re.compile(r"^\s*([A-Za-z][\w$-]*)(?=$|[.\[\s])")
+
+
+def _qualify(path: str) -> str:
+    """Rule 4: prefix an unqualified enterprise-extension path with its URN."""
+    match = _LEADING_NAME.match(path)
+    if match and match.group(1).lower() in _ENTERPRISE_ATTRIBUTES:
+        return f"{ENTERPRISE_USER}:{path.strip()}"
+    return path
 
 
 def _is_manager_path(path: str) -> bool:
@@ -59,6 +80,11 @@ def _normalize_operation(operation: Any) -> list[Any]:
         return [operation]
     op = operation.get("op")
     path = operation.get("path")
+    if isinstance(path, str):
+        path = _qualify(path)
+        if _SELECTED_MANAGER.match(path) and str(op).lower() == "remove":
+            path = f"{ENTERPRISE_USER}:manager"
+        operation = {**operation, "path": path}
     if not isinstance(op, str) or op.lower() not in {"add", "replace"}:
         return [operation]
     value = operation.get("value")

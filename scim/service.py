@@ -14,7 +14,9 @@ delete 2 (read + one conditional transaction).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,8 +42,13 @@ from scim.resources import ENTRA_POLICY, ResourceKind
 
 __all__ = ["ListResult", "ResourceService", "matches_if_match", "version_of"]
 
-WRITE_ATTEMPTS = 5
+WRITE_ATTEMPTS = 8
 """Attempts of a read-modify-write that loses ETag races before answering 409."""
+
+
+async def _back_off(attempt: int) -> None:
+    """Full-jitter exponential back-off between ETag-race retries (≤ 0.4 s)."""
+    await asyncio.sleep(random.uniform(0, min(0.4, 0.01 * 2**attempt)))  # noqa: S311 - not crypto
 
 
 def version_of(etag: str) -> str:
@@ -275,7 +282,9 @@ class ResourceService:
 
         With ``If-Match`` the client owns the race and gets 412 instead.
         """
-        for _ in range(WRITE_ATTEMPTS):
+        for attempt in range(WRITE_ATTEMPTS):
+            if attempt:
+                await _back_off(attempt)
             current = await self._repository.get(self.kind.name, resource_id)
             _check_precondition(current, if_match)
             before = self._load(current)
@@ -312,7 +321,9 @@ class ResourceService:
         Raises:
             NotFoundError: No such resource (a repeated DELETE is a 404).
         """
-        for _ in range(WRITE_ATTEMPTS):
+        for attempt in range(WRITE_ATTEMPTS):
+            if attempt:
+                await _back_off(attempt)
             current = await self._repository.get(self.kind.name, resource_id)
             _check_precondition(current, if_match)
             unique = self.kind.unique_keys(self._load(current))

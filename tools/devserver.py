@@ -12,8 +12,9 @@ WSGI application that routes requests to the app's HTTP triggers as the host doe
 - ``async def`` functions run on one long-lived event loop owned by the emulator, as in the Python
   worker, so clients bound to a loop (``azure.data.tables.aio``) survive across requests
   (azure-notes §5.7); ``def`` functions run in the server's request thread;
-- no matching route gives an empty 404, a body over the limit an empty 413, and a function that
-  raises an empty 500 (the traceback is logged).
+- no matching route gives an empty 404 (also when a template matches but its methods exclude the
+  verb: the host answers so too as far as we know [I]); a body over the limit gives an empty 413,
+  and a function that raises an empty 500 (the traceback is logged).
 
 Honest limits:
 
@@ -442,13 +443,7 @@ class HostEmulator:
         request = Request(environ)
         response = self._dispatch(request)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.info(
-            "%s %s %d %.1fms",
-            request.method,
-            request.path,
-            response.status_code,
-            elapsed_ms,
-        )
+        logger.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
@@ -499,12 +494,7 @@ class HostEmulator:
                 raise RuntimeError("the HostEmulator is closed")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=_run_loop,
-                    args=(loop,),
-                    name="devserver-event-loop",
-                    daemon=True,
-                )
+                thread = threading.Thread(target=_run_loop, args=(loop,), name="devserver-loop", daemon=True)
                 thread.start()
                 self._loop, self._loop_thread = loop, thread
             return self._loop
@@ -582,10 +572,7 @@ def serve_in_thread(emulator: HostEmulator, host: str = "127.0.0.1", port: int =
     """
     server = make_server(host, port, emulator, threaded=True, request_handler=_RequestHandler)
     thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.05},
-        name="devserver",
-        daemon=True,
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="devserver", daemon=True
     )
     thread.start()
     try:

@@ -7,6 +7,7 @@ tests only; it mirrors the shape of the SCIM route table (azure-notes §1.2).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import threading
@@ -273,6 +274,21 @@ def test_body_limit(client: Client) -> None:
     response = client.post("/scim/v2/Users", data=b"x" * 65)
     assert response.status_code == 413
     assert response.get_data() == b""
+
+
+def test_body_limit_without_content_length(client: Client) -> None:
+    # A chunked request has no Content-Length: the limit applies while reading.
+    def chunked(data: bytes) -> TestResponse:
+        return client.post(
+            "/scim/v2/Users/.search",
+            input_stream=io.BytesIO(data),
+            headers={"Transfer-Encoding": "chunked"},
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+
+    assert body(chunked(b"y" * 64))["body"] == "y" * 64
+    response = chunked(b"y" * 65)
+    assert (response.status_code, response.get_data()) == (413, b"")
 
 
 def test_body_limit_setting() -> None:
