@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from scim.config import ConfigurationError, Settings, token_digest
+
+
+def test_defaults_and_tokens():
+    settings = Settings.from_env(
+        {"SCIM_BEARER_TOKEN": " tok ", "SCIM_BEARER_TOKEN_NEXT": "", "SCIM_STORAGE_CONNECTION_STRING": "cs"}
+    )
+    assert settings.token_digests == (token_digest("tok"),)
+    assert settings.table_name == "scim" and settings.tenant == "default"
+    assert settings.max_page_size == 200
+    settings.check_serving()
+
+
+def test_secrets_never_appear_in_repr():
+    settings = Settings.from_env({"SCIM_BEARER_TOKEN": "supersecret", "SCIM_STORAGE_CONNECTION_STRING": "AccountKey=k3y"})
+    assert "supersecret" not in repr(settings) and "k3y" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"SCIM_TABLE_NAME": "bad-name"},
+        {"SCIM_TABLE_NAME": "ab"},
+        {"SCIM_TENANT": "a|b"},
+        {"SCIM_MAX_PAGE_SIZE": "many"},
+        {"SCIM_MAX_PAGE_SIZE": "0"},
+    ],
+)
+def test_malformed_settings_name_the_variable(environ):
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(environ)
+    assert next(iter(environ)) in str(caught.value)
+
+
+def test_serving_needs_storage_and_a_token():
+    with pytest.raises(ConfigurationError, match="SCIM_STORAGE_CONNECTION_STRING"):
+        Settings(token_digests=(b"x",)).check_serving()
+    with pytest.raises(ConfigurationError, match="SCIM_BEARER_TOKEN"):
+        Settings(storage_connection_string="cs").check_serving()

@@ -1,0 +1,106 @@
+"""function_app.py: the route table, and triggers called with a real func.HttpRequest.
+
+No storage is touched: discovery and authentication failures never reach it,
+and the table client is created lazily without network.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import azure.functions as func
+import pytest
+
+import function_app
+from scim.runtime import ROUTES, Runtime
+from scim.config import Settings, token_digest
+from tests.conftest import TOKEN, function_app_functions
+
+BASE = "http://localhost:7071/scim/v2"
+
+
+def route_table():
+    table = {}
+    for function in function_app_functions():
+        trigger = function.get_trigger()
+        table[function.get_function_name()] = (
+            trigger.route,
+            tuple(m.value if hasattr(m, "value") else str(m) for m in trigger.methods),
+            trigger.auth_level.value,
+            inspect.iscoroutinefunction(function.get_user_function()),
+        )
+    return table
+
+
+def test_one_async_anonymous_trigger_per_scim_route_template():
+    assert route_table() == {
+        "users": ("v2/Users", ("GET", "POST", "PUT", "PATCH", "DELETE"), "anonymous", True),
+        "user": ("v2/Users/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
+        "service_provider_config": ("v2/ServiceProviderConfig", ("GET",), "anonymous", True),
+        "resource_types": ("v2/ResourceTypes/{id?}", ("GET",), "anonymous", True),
+        "schemas": ("v2/Schemas/{id?}", ("GET",), "anonymous", True),
+    }
+    assert set(route_table()) == set(ROUTES)
+
+
+def test_host_json_puts_the_routes_under_scim():
+    from pathlib import Path
+
+    host = json.loads((Path(function_app.__file__).parent / "host.json").read_text())
+    assert host["extensions"]["http"]["routePrefix"] == "scim"
+
+
+@pytest.fixture
+async def runtime(monkeypatch):
+    settings = Settings(
+        storage_connection_string="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+        token_digests=(token_digest(TOKEN),),
+    )
+    runtime = Runtime(lambda: settings)
+    monkeypatch.setattr(function_app, "runtime", runtime)
+    yield runtime
+    await runtime.aclose()
+
+
+def request(method, path, *, token=TOKEN, route_params=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return func.HttpRequest(method, BASE + path, headers=headers, params={}, route_params=route_params or {}, body=b"")
+
+
+async def test_triggers_serve_discovery(runtime):
+    response = await function_app.service_provider_config(request("GET", "/ServiceProviderConfig"))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/scim+json"
+    assert json.loads(response.get_body())["patch"] == {"supported": True}
+
+    response = await function_app.schemas(request("GET", "/Schemas"))
+    body = json.loads(response.get_body())
+    assert body["totalResults"] == 2
+    assert body["Resources"][0]["meta"]["location"].startswith(f"{BASE}/Schemas/")
+
+    urn = "urn:ietf:params:scim:schemas:core:2.0:User"
+    one = await function_app.schemas(request("GET", f"/Schemas/{urn}", route_params={"id": urn}))
+    assert json.loads(one.get_body())["id"] == urn
+
+    missing = await function_app.resource_types(request("GET", "/ResourceTypes/Nope", route_params={"id": "Nope"}))
+    assert missing.status_code == 404
+    assert json.loads(missing.get_body())["status"] == "404"
+
+
+async def test_triggers_refuse_a_missing_or_wrong_token(runtime):
+    for token in (None, "wrong"):
+        response = await function_app.users(request("GET", "/Users", token=token))
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert json.loads(response.get_body())["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+
+
+async def test_unconfigured_endpoint_says_what_is_missing(monkeypatch):
+    runtime = Runtime(lambda: Settings())
+    monkeypatch.setattr(function_app, "runtime", runtime)
+    response = await function_app.users(request("GET", "/Users"))
+    assert response.status_code == 500
+    assert "SCIM_STORAGE_CONNECTION_STRING" in json.loads(response.get_body())["detail"]

@@ -1,0 +1,54 @@
+"""The layering rule of scim/__init__.py, checked on the import statements."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCIM = ROOT / "scim"
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def modules() -> list[Path]:
+    return sorted(SCIM.glob("*.py"))
+
+
+def test_core_never_imports_azure_functions():
+    for module in modules():
+        assert not any(n == "azure.functions" or n.startswith("azure.functions.") for n in imports(module)), module
+
+
+def test_only_the_storage_module_imports_the_storage_sdk():
+    for module in modules():
+        storage = {n for n in imports(module) if n.startswith(("azure.data.tables", "azure.core"))}
+        if module.name == "tables.py":
+            assert storage
+        else:
+            assert not storage, module
+
+
+def test_core_never_reads_the_environment():
+    for module in modules():
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in {"environ", "getenv"}, module
+            if isinstance(node, ast.ImportFrom) and node.module == "os":
+                assert not {a.name for a in node.names} & {"environ", "getenv"}, module
+
+
+def test_pure_modules_import_nothing_that_does_io():
+    pure = ["errors.py", "entra.py", "resources.py", "service.py", "auth.py", "config.py", "discovery.py", "api.py"]
+    for name in pure:
+        found = imports(SCIM / name)
+        assert not {"scim.tables", "scim.runtime", "aiohttp", "socket", "subprocess"} & found, name
