@@ -87,6 +87,9 @@ def connect(
 
     ``per_retry_policies`` lets tests count every HTTP request sent to storage.
     """
+    # The SDK logs every request and response header at INFO: too noisy for a
+    # hot path and for Application Insights costs. Warnings and errors remain.
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
     return TableClient.from_connection_string(
         connection_string,
         table_name,

@@ -103,13 +103,22 @@ class Azurite:
         log_path: File that receives Azurite's stdout and stderr. Without it stdout goes to
             ``/dev/null`` and stderr to an anonymous temporary file, kept only so that a failed
             start can report why.
+        location: Folder where Azurite persists its data (``make run`` keeps data across
+            restarts there); ``None`` keeps everything in memory, as the tests do.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_path: str | None = None,
+        location: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self._requested_port = port
         self.log_path = log_path
+        self.location = location
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -162,7 +171,7 @@ class Azurite:
             executable,
             "--tableHost", self.host,
             "--tablePort", str(self.port),
-            "--inMemoryPersistence",
+            *(["--location", self.location] if self.location else ["--inMemoryPersistence"]),
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--loose",

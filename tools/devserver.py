@@ -583,11 +583,18 @@ def serve_in_thread(emulator: HostEmulator, host: str = "127.0.0.1", port: int =
         server.server_close()
 
 
-def serve(emulator: HostEmulator, host: str = "127.0.0.1", port: int = 7071) -> None:
+def serve(
+    emulator: HostEmulator,
+    host: str = "127.0.0.1",
+    port: int = 7071,
+    *,
+    on_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> None:
     """Serve ``emulator`` with a threaded werkzeug server until Ctrl-C, then close both.
 
     When the emulator has no body limit, the host's is applied: ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``
-    or 100 MB.
+    or 100 MB. ``on_shutdown`` runs on the functions' event loop before it closes (e.g. to close
+    an ``aio`` client bound to that loop).
     """
     if emulator.max_body_bytes is None:
         emulator.max_body_bytes = request_body_limit(os.environ)
@@ -602,4 +609,9 @@ def serve(emulator: HostEmulator, host: str = "127.0.0.1", port: int = 7071) -> 
         pass
     finally:
         server.server_close()
+        if on_shutdown is not None:
+            try:
+                emulator.run_coroutine(on_shutdown())
+            except Exception:
+                logger.warning("shutdown hook failed", exc_info=True)
         emulator.close()

@@ -26,8 +26,10 @@ def client(http_base_url):
 
 
 def scim_json(body):
-    return {"content": httpx.Request("POST", "http://x", json=body).content,
-            "headers": {"Content-Type": "application/scim+json; charset=utf-8"}}
+    return {
+        "content": httpx.Request("POST", "http://x", json=body).content,
+        "headers": {"Content-Type": "application/scim+json; charset=utf-8"},
+    }
 
 
 def test_entra_user_lifecycle_over_http(client, http_base_url):
@@ -49,16 +51,28 @@ def test_entra_user_lifecycle_over_http(client, http_base_url):
     manager = client.post("/Users", **scim_json(entra_user())).json()
     operations = [
         # default client
-        [{"op": "Replace", "path": 'emails[type eq "work"].value', "value": "new@contoso.com"},
-         {"op": "Add", "path": 'phoneNumbers[type eq "mobile"].value', "value": "+1 555 0100"}],
+        [
+            {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "new@contoso.com"},
+            {"op": "Add", "path": 'phoneNumbers[type eq "mobile"].value', "value": "+1 555 0100"},
+        ],
         # aadOptscim062020
-        [{"op": "replace", "value": {"displayName": "Life Cycle", "name.givenName": "Life",
-                                      f"{ENTERPRISE}:department": "R&D"}}],
+        [
+            {
+                "op": "replace",
+                "value": {
+                    "displayName": "Life Cycle",
+                    "name.givenName": "Life",
+                    f"{ENTERPRISE}:department": "R&D",
+                },
+            }
+        ],
         [{"op": "Add", "path": f"{ENTERPRISE}:manager", "value": manager["id"]}],
         [{"op": "Replace", "path": "active", "value": "False"}],
     ]
     for ops in operations:
-        response = client.patch(f"/Users/{user['id']}?aadOptscim062020", **scim_json({"schemas": [PATCH_OP], "Operations": ops}))
+        response = client.patch(
+            f"/Users/{user['id']}?aadOptscim062020", **scim_json({"schemas": [PATCH_OP], "Operations": ops})
+        )
         assert response.status_code == 200, response.text
 
     disabled = client.get(f"/Users/{user['id']}").json()
@@ -67,7 +81,10 @@ def test_entra_user_lifecycle_over_http(client, http_base_url):
     assert disabled["phoneNumbers"] == [{"value": "+1 555 0100", "type": "mobile"}]
     assert disabled["displayName"] == "Life Cycle"
     assert disabled[ENTERPRISE] == {"department": "R&D", "manager": {"value": manager["id"]}}
-    assert client.get("/Users", params={"filter": f'userName eq "{name}"'}).json()["Resources"][0]["active"] is False
+    assert (
+        client.get("/Users", params={"filter": f'userName eq "{name}"'}).json()["Resources"][0]["active"]
+        is False
+    )
 
     enable = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": True}]}
     assert client.patch(f"/Users/{user['id']}", **scim_json(enable)).json()["active"] is True
@@ -85,7 +102,8 @@ def test_gets_do_not_require_a_scim_accept_header(client):
 def test_discovery_over_http(client, http_base_url):
     schemas = client.get("/Schemas").json()
     assert {s["id"] for s in schemas["Resources"]} == {
-        "urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        ENTERPRISE,
     }
     assert client.get("/ResourceTypes/User").json()["endpoint"] == "/Users"
     assert client.get(f"/Schemas/{ENTERPRISE}").json()["name"] == "EnterpriseUser"

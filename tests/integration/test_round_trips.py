@@ -43,25 +43,32 @@ async def test_budgets_of_the_entra_hot_path(scim, store):
     assert response.json()["totalResults"] == 0 and trips == 1
 
     response, trips = await measure(
-        store, lambda: scim.patch(f"/Users/{uid}", patch({"op": "Replace", "path": "active", "value": "False"}))
+        store,
+        lambda: scim.patch(f"/Users/{uid}", patch({"op": "Replace", "path": "active", "value": "False"})),
     )
     assert response.status == 200 and trips == 2
 
     # A rename moves index rows inside the same transaction: still 2.
     response, trips = await measure(
-        store, lambda: scim.patch(f"/Users/{uid}", patch({"op": "Replace", "path": "userName", "value": "b2@x.com"}))
+        store,
+        lambda: scim.patch(
+            f"/Users/{uid}", patch({"op": "Replace", "path": "userName", "value": "b2@x.com"})
+        ),
     )
     assert response.status == 200 and trips == 2
 
     # A PATCH that changes nothing is not written.
     response, trips = await measure(
-        store, lambda: scim.patch(f"/Users/{uid}", patch({"op": "Replace", "path": "active", "value": "False"}))
+        store,
+        lambda: scim.patch(f"/Users/{uid}", patch({"op": "Replace", "path": "active", "value": "False"})),
     )
     assert response.status == 200 and trips == 1
 
     response, trips = await measure(
         store,
-        lambda: scim.patch(f"/Users/{uid}", patch({"op": "Add", "path": f"{ENTERPRISE}:manager", "value": uid})),
+        lambda: scim.patch(
+            f"/Users/{uid}", patch({"op": "Add", "path": f"{ENTERPRISE}:manager", "value": uid})
+        ),
     )
     assert response.status == 200 and trips == 2
 
@@ -75,7 +82,7 @@ async def test_budgets_of_the_entra_hot_path(scim, store):
 async def test_bad_requests_cost_no_storage_round_trip(scim, store):
     user = await create(scim)
     calls = [
-        lambda: scim.get('/Users?filter=userName eq'),
+        lambda: scim.get("/Users?filter=userName eq"),
         lambda: scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]}),
         lambda: scim.patch(f"/Users/{user['id']}", patch({"op": "explode", "path": "title"})),
     ]

@@ -61,10 +61,14 @@ def assert_error(response, status: int, scim_type: str | None = None) -> None:
 
 
 async def test_probe_filter_for_missing_user_is_an_empty_list(scim):
-    response = await scim.get(f'/Users?filter=userName+eq+%22{uuid.uuid4()}%22')
+    response = await scim.get(f"/Users?filter=userName+eq+%22{uuid.uuid4()}%22")
     assert response.status == 200
     assert response.json() == {
-        "schemas": [LIST], "totalResults": 0, "startIndex": 1, "itemsPerPage": 0, "Resources": []
+        "schemas": [LIST],
+        "totalResults": 0,
+        "startIndex": 1,
+        "itemsPerPage": 0,
+        "Resources": [],
     }
     assert response.headers["Content-Type"] == "application/scim+json"
 
@@ -118,7 +122,7 @@ async def test_match_by_id_and_combined_with_and(scim):
     created = await create(scim, userName="bob@contoso.com", externalId="bob")
     by_id = (await scim.get(f'/Users?filter=id eq "{created["id"]}"')).json()
     assert by_id["totalResults"] == 1
-    both = (await scim.get(f'/Users?filter=userName eq "BOB@contoso.com" and externalId eq "bob"')).json()
+    both = (await scim.get('/Users?filter=userName eq "BOB@contoso.com" and externalId eq "bob"')).json()
     assert both["totalResults"] == 1
     wrong = (await scim.get('/Users?filter=userName eq "bob@contoso.com" and externalId eq "other"')).json()
     assert wrong["totalResults"] == 0
@@ -173,7 +177,9 @@ async def test_patch_replace_filtered_email_and_family_name(scim):
 async def test_patch_replace_user_name_moves_the_uniqueness(scim):
     user = await create(scim, userName="old@contoso.com")
     new_name = "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com"
-    response = await scim.patch(f"/Users/{user['id']}", patch({"op": "Replace", "path": "userName", "value": new_name}))
+    response = await scim.patch(
+        f"/Users/{user['id']}", patch({"op": "Replace", "path": "userName", "value": new_name})
+    )
     assert response.status == 200
     assert (await scim.get('/Users?filter=userName eq "old@contoso.com"')).json()["totalResults"] == 0
     assert (await scim.get(f'/Users?filter=userName eq "{new_name.upper()}"')).json()["totalResults"] == 1
@@ -204,7 +210,11 @@ async def test_patch_many_attributes_one_op_each(scim):
         f"/Users/{user['id']}",
         patch(
             {"op": "Replace", "path": "displayName", "value": "Pvlo"},
-            {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "TestBcwqnm@test.microsoft.com"},
+            {
+                "op": "Replace",
+                "path": 'emails[type eq "work"].value',
+                "value": "TestBcwqnm@test.microsoft.com",
+            },
             {"op": "Replace", "path": "name.givenName", "value": "Gtfd"},
             {"op": "Replace", "path": "name.familyName", "value": "Pkqf"},
             {"op": "Replace", "path": "externalId", "value": "Eqpj"},
@@ -225,7 +235,9 @@ async def test_patch_many_attributes_one_op_each(scim):
 
 async def test_patch_add_single_valued(scim):
     user = await create(scim)
-    response = await scim.patch(f"/Users/{user['id']}", patch({"op": "Add", "path": "nickName", "value": "Babs"}))
+    response = await scim.patch(
+        f"/Users/{user['id']}", patch({"op": "Add", "path": "nickName", "value": "Babs"})
+    )
     assert response.status == 200
     assert response.json()["nickName"] == "Babs"
 
@@ -251,10 +263,25 @@ async def test_patch_active_in_every_form(scim, op, value, expected):
 @pytest.mark.parametrize(
     ("path", "value", "attribute", "expected"),
     [
-        ('phoneNumbers[type eq "mobile"].value', "+1 555 0100", "phoneNumbers", [{"value": "+1 555 0100", "type": "mobile"}]),
+        (
+            'phoneNumbers[type eq "mobile"].value',
+            "+1 555 0100",
+            "phoneNumbers",
+            [{"value": "+1 555 0100", "type": "mobile"}],
+        ),
         ('addresses[type eq "work"].locality', "Paris", "addresses", [{"locality": "Paris", "type": "work"}]),
-        ('addresses[type eq "work"].streetAddress', "1 Rue", "addresses", [{"streetAddress": "1 Rue", "type": "work"}]),
-        ('addresses[type eq "other"].formatted', "Somewhere", "addresses", [{"formatted": "Somewhere", "type": "other"}]),
+        (
+            'addresses[type eq "work"].streetAddress',
+            "1 Rue",
+            "addresses",
+            [{"streetAddress": "1 Rue", "type": "work"}],
+        ),
+        (
+            'addresses[type eq "other"].formatted',
+            "Somewhere",
+            "addresses",
+            [{"formatted": "Somewhere", "type": "other"}],
+        ),
         ('emails[type eq "home"].value', "me@home.example", "emails", None),
     ],
 )
@@ -320,7 +347,9 @@ async def test_manager_lifecycle_as_entra_sends_it(scim):
     other = await create(scim)
     user = await create(scim)
     path = f"/Users/{user['id']}"
-    add = await scim.patch(path, patch({"op": "Add", "path": f"{ENTERPRISE}:manager", "value": manager["id"]}))
+    add = await scim.patch(
+        path, patch({"op": "Add", "path": f"{ENTERPRISE}:manager", "value": manager["id"]})
+    )
     assert add.status == 200, add.json()
     got = (await scim.get(path)).json()
     assert got[ENTERPRISE]["manager"] == {"value": manager["id"]}  # complex, never a string
@@ -339,7 +368,11 @@ async def test_manager_legacy_list_form_and_filtered_remove(scim):
     manager = await create(scim)
     user = await create(scim)
     path = f"/Users/{user['id']}"
-    legacy = {"op": "Add", "path": "manager", "value": [{"$ref": f"http://x/Users/{manager['id']}", "value": manager["id"]}]}
+    legacy = {
+        "op": "Add",
+        "path": "manager",
+        "value": [{"$ref": f"http://x/Users/{manager['id']}", "value": manager["id"]}],
+    }
     assert (await scim.patch(path, patch(legacy))).status == 200
     assert (await scim.get(path)).json()[ENTERPRISE]["manager"]["value"] == manager["id"]
     remove = {"op": "remove", "path": f'manager[value eq "{manager["id"]}"]'}
@@ -495,19 +528,33 @@ async def test_error_answers(scim):
     user = await create(scim)
     path = f"/Users/{user['id']}"
     assert_error(await scim.get(f"/Users/{uuid.uuid4()}"), 404)
-    assert_error(await scim.get('/Users?filter=userName eq'), 400, "invalidFilter")
+    assert_error(await scim.get("/Users?filter=userName eq"), 400, "invalidFilter")
     assert_error(await scim.get('/Users?filter=nosuch eq "x"'), 400, "invalidFilter")
     assert_error(await scim.get("/Users?startIndex=abc"), 400, "invalidValue")
     assert_error(await scim.post("/Users", None, raw=b"{not json"), 400, "invalidSyntax")
     assert_error(await scim.post("/Users", None, raw=b"[1, 2]"), 400, "invalidSyntax")
     assert_error(await scim.post("/Users", {"schemas": [CORE]}), 400, "invalidValue")
-    assert_error(await scim.post("/Users", {"schemas": [CORE], "userName": "x", "active": "maybe"}), 400, "invalidValue")
+    assert_error(
+        await scim.post("/Users", {"schemas": [CORE], "userName": "x", "active": "maybe"}),
+        400,
+        "invalidValue",
+    )
     assert_error(await scim.post("/Users", {"userName": "x"}, headers={"Content-Type": "text/plain"}), 415)
-    assert_error(await scim.patch(path, patch({"op": "explode", "path": "title", "value": "x"})), 400, "invalidValue")
-    assert_error(await scim.patch(path, patch({"op": "replace", "path": "id", "value": "x"})), 400, "mutability")
+    assert_error(
+        await scim.patch(path, patch({"op": "explode", "path": "title", "value": "x"})), 400, "invalidValue"
+    )
+    assert_error(
+        await scim.patch(path, patch({"op": "replace", "path": "id", "value": "x"})), 400, "mutability"
+    )
     assert_error(await scim.patch(path, patch({"op": "remove", "path": "userName"})), 400, "mutability")
-    assert_error(await scim.patch(path, patch({"op": "replace", "path": "emails[type eq", "value": "x"})), 400, "invalidPath")
-    assert_error(await scim.patch(f"/Users/{uuid.uuid4()}", patch({"op": "Add", "path": "title", "value": "x"})), 404)
+    assert_error(
+        await scim.patch(path, patch({"op": "replace", "path": "emails[type eq", "value": "x"})),
+        400,
+        "invalidPath",
+    )
+    assert_error(
+        await scim.patch(f"/Users/{uuid.uuid4()}", patch({"op": "Add", "path": "title", "value": "x"})), 404
+    )
     assert_error(await scim.request("PATCH", "/Users", patch()), 405)
     assert (await scim.get(path)).json() == (await scim.get(path)).json()  # nothing above changed it
 
@@ -516,7 +563,10 @@ async def test_a_failing_operation_leaves_the_resource_unchanged(scim):
     user = await create(scim)
     response = await scim.patch(
         f"/Users/{user['id']}",
-        patch({"op": "Replace", "path": "displayName", "value": "Half"}, {"op": "replace", "path": "id", "value": "x"}),
+        patch(
+            {"op": "Replace", "path": "displayName", "value": "Half"},
+            {"op": "replace", "path": "id", "value": "x"},
+        ),
     )
     assert response.status == 400
     got = (await scim.get(f"/Users/{user['id']}")).json()

@@ -10,14 +10,26 @@ CURRENT, NEXT = "current-token", "next-token"
 ACCEPTED = (token_digest(CURRENT), token_digest(NEXT))
 
 
-@pytest.mark.parametrize("header", [f"Bearer {CURRENT}", f"bearer {CURRENT}", f"BEARER  {NEXT} ", f"Bearer {NEXT}"])
+@pytest.mark.parametrize(
+    "header", [f"Bearer {CURRENT}", f"bearer {CURRENT}", f"BEARER  {NEXT} ", f"Bearer {NEXT}"]
+)
 def test_current_and_next_tokens_are_accepted(header):
     authenticate(header, ACCEPTED)
 
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer", "Bearer ", f"Basic {CURRENT}", CURRENT, "Bearer wrong", f"Bearer {CURRENT}x", f"Bearer {CURRENT[:-1]}"],
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        f"Basic {CURRENT}",
+        CURRENT,
+        "Bearer wrong",
+        f"Bearer {CURRENT}x",
+        f"Bearer {CURRENT[:-1]}",
+    ],
 )
 def test_anything_else_is_refused(header):
     with pytest.raises(UnauthorizedError) as caught:

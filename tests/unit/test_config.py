@@ -16,7 +16,9 @@ def test_defaults_and_tokens():
 
 
 def test_secrets_never_appear_in_repr():
-    settings = Settings.from_env({"SCIM_BEARER_TOKEN": "supersecret", "SCIM_STORAGE_CONNECTION_STRING": "AccountKey=k3y"})
+    settings = Settings.from_env(
+        {"SCIM_BEARER_TOKEN": "supersecret", "SCIM_STORAGE_CONNECTION_STRING": "AccountKey=k3y"}
+    )
     assert "supersecret" not in repr(settings) and "k3y" not in repr(settings)
 
 

@@ -39,8 +39,11 @@ def test_schemas_declare_canonical_types_for_entra_discovery():
     core, enterprise = discovery.schemas(BASE)
     assert core["id"] == "urn:ietf:params:scim:schemas:core:2.0:User" and core["name"] == "User"
     assert enterprise["name"] == "EnterpriseUser"
-    for name, expected in [("emails", {"work", "home", "other"}), ("phoneNumbers", {"work", "mobile", "fax"}),
-                           ("addresses", {"work", "home", "other"})]:
+    for name, expected in [
+        ("emails", {"work", "home", "other"}),
+        ("phoneNumbers", {"work", "mobile", "fax"}),
+        ("addresses", {"work", "home", "other"}),
+    ]:
         type_ = next(s for s in attribute(core, name)["subAttributes"] if s["name"] == "type")
         assert expected <= set(type_["canonicalValues"]), name
     assert attribute(core, "userName")["uniqueness"] == "server"
@@ -72,5 +75,9 @@ def _walk(value):
 
 
 def test_no_null_values_anywhere():
-    documents = [discovery.service_provider_config(BASE), *discovery.resource_types(BASE), *discovery.schemas(BASE)]
+    documents = [
+        discovery.service_provider_config(BASE),
+        *discovery.resource_types(BASE),
+        *discovery.schemas(BASE),
+    ]
     assert None not in list(_walk(documents))

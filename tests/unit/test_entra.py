@@ -38,12 +38,16 @@ def test_unqualified_extension_paths_get_the_urn():
 
 
 def test_selected_manager_remove_becomes_a_remove():
-    assert normalized({"op": "remove", "path": 'manager[value eq "m1"]'}) == [{"op": "remove", "path": MANAGER}]
+    assert normalized({"op": "remove", "path": 'manager[value eq "m1"]'}) == [
+        {"op": "remove", "path": MANAGER}
+    ]
 
 
 def test_empty_or_null_value_on_a_path_becomes_remove():
     for empty in ("", None, []):
-        assert normalized({"op": "Replace", "path": "title", "value": empty}) == [{"op": "remove", "path": "title"}]
+        assert normalized({"op": "Replace", "path": "title", "value": empty}) == [
+            {"op": "remove", "path": "title"}
+        ]
     assert normalized({"op": "replace", "path": MANAGER, "value": ""}) == [{"op": "remove", "path": MANAGER}]
 
 
@@ -58,7 +62,9 @@ def test_pathless_replace_splits_out_empty_keys():
 
 def test_pathless_replace_manager_keys():
     result = normalized({"op": "replace", "value": {MANAGER: "m1", ENTERPRISE_USER: {"manager": "m2"}}})
-    assert result == [{"op": "replace", "value": {MANAGER: {"value": "m1"}, ENTERPRISE_USER: {"manager": {"value": "m2"}}}}]
+    assert result == [
+        {"op": "replace", "value": {MANAGER: {"value": "m1"}, ENTERPRISE_USER: {"manager": {"value": "m2"}}}}
+    ]
 
 
 def test_other_operations_and_shapes_pass_through():

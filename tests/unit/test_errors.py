@@ -47,7 +47,9 @@ def test_library_exceptions_are_translated(library_error, expected):
 
 def test_plain_validation_errors_become_invalid_value():
     with pytest.raises(ValidationError) as caught:
-        UserResource.model_validate({"userName": "x", "active": "maybe"}, scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+        UserResource.model_validate(
+            {"userName": "x", "active": "maybe"}, scim_ctx=Context.RESOURCE_CREATION_REQUEST
+        )
     translated = from_library_error(caught.value)
     assert isinstance(translated, InvalidValueError)
     assert "active" in translated.detail

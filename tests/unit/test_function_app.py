@@ -13,8 +13,8 @@ import azure.functions as func
 import pytest
 
 import function_app
-from scim.runtime import ROUTES, Runtime
 from scim.config import Settings, token_digest
+from scim.runtime import ROUTES, Runtime
 from tests.conftest import TOKEN, function_app_functions
 
 BASE = "http://localhost:7071/scim/v2"
@@ -67,7 +67,9 @@ async def runtime(monkeypatch):
 
 def request(method, path, *, token=TOKEN, route_params=None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return func.HttpRequest(method, BASE + path, headers=headers, params={}, route_params=route_params or {}, body=b"")
+    return func.HttpRequest(
+        method, BASE + path, headers=headers, params={}, route_params=route_params or {}, body=b""
+    )
 
 
 async def test_triggers_serve_discovery(runtime):
@@ -85,7 +87,9 @@ async def test_triggers_serve_discovery(runtime):
     one = await function_app.schemas(request("GET", f"/Schemas/{urn}", route_params={"id": urn}))
     assert json.loads(one.get_body())["id"] == urn
 
-    missing = await function_app.resource_types(request("GET", "/ResourceTypes/Nope", route_params={"id": "Nope"}))
+    missing = await function_app.resource_types(
+        request("GET", "/ResourceTypes/Nope", route_params={"id": "Nope"})
+    )
     assert missing.status_code == 404
     assert json.loads(missing.get_body())["status"] == "404"
 

@@ -26,7 +26,9 @@ def modules() -> list[Path]:
 
 def test_core_never_imports_azure_functions():
     for module in modules():
-        assert not any(n == "azure.functions" or n.startswith("azure.functions.") for n in imports(module)), module
+        assert not any(n == "azure.functions" or n.startswith("azure.functions.") for n in imports(module)), (
+            module
+        )
 
 
 def test_only_the_storage_module_imports_the_storage_sdk():
@@ -48,7 +50,16 @@ def test_core_never_reads_the_environment():
 
 
 def test_pure_modules_import_nothing_that_does_io():
-    pure = ["errors.py", "entra.py", "resources.py", "service.py", "auth.py", "config.py", "discovery.py", "api.py"]
+    pure = [
+        "errors.py",
+        "entra.py",
+        "resources.py",
+        "service.py",
+        "auth.py",
+        "config.py",
+        "discovery.py",
+        "api.py",
+    ]
     for name in pure:
         found = imports(SCIM / name)
         assert not {"scim.tables", "scim.runtime", "aiohttp", "socket", "subprocess"} & found, name

@@ -1,0 +1,110 @@
+"""``make run``: serve the SCIM endpoint locally, as Entra would call it.
+
+Starts Azurite (unless ``SCIM_STORAGE_CONNECTION_STRING`` names a storage
+account), picks or generates the Secret Token, prints the Tenant URL and the
+token to paste into Entra, and serves ``function_app.py``'s triggers through
+the Functions host emulator on ``http://127.0.0.1:$PORT/scim/v2``.
+
+Environment: ``PORT`` (7071), ``HOST`` (127.0.0.1), ``SCIM_BEARER_TOKEN``
+(generated and kept in ``.scim-dev-token`` when unset), ``SCIM_STORAGE_CONNECTION_STRING``
+(Azurite with data kept in ``.azurite/`` when unset), and every other
+``SCIM_*`` setting of the README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN_FILE = ROOT / ".scim-dev-token"
+AZURITE_DATA = ROOT / ".azurite"
+
+log = logging.getLogger("tools.run")
+
+
+def _token() -> tuple[str, str]:
+    """The Secret Token to serve with, and where it came from."""
+    given = os.environ.get("SCIM_BEARER_TOKEN", "").strip()
+    if given:
+        return given, "from SCIM_BEARER_TOKEN"
+    if TOKEN_FILE.exists():
+        return TOKEN_FILE.read_text().strip(), f"kept in {TOKEN_FILE.name}"
+    token = secrets.token_urlsafe(32)
+    TOKEN_FILE.write_text(token + "\n")
+    TOKEN_FILE.chmod(0o600)
+    return token, f"generated, kept in {TOKEN_FILE.name}"
+
+
+def _banner(tenant_url: str, token: str, token_origin: str, storage: str) -> str:
+    rule = "-" * 72
+    return "\n".join(
+        [
+            rule,
+            "SCIM endpoint for Microsoft Entra provisioning is running.",
+            "",
+            f"  Tenant URL    {tenant_url}",
+            f"  Secret Token  {token}   ({token_origin})",
+            f"  Storage       {storage}",
+            "",
+            "Try it:",
+            f'  curl -H "Authorization: Bearer $(cat {TOKEN_FILE.name})" {tenant_url}/ServiceProviderConfig'
+            if "kept in" in token_origin or "generated" in token_origin
+            else f'  curl -H "Authorization: Bearer $SCIM_BEARER_TOKEN" {tenant_url}/ServiceProviderConfig',
+            "Entra's cloud service cannot reach 127.0.0.1: put this behind HTTPS on a reachable",
+            "host name (docs: README, 'Connect Microsoft Entra'). Ctrl-C stops it.",
+            rule,
+        ]
+    )
+
+
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM/SIGHUP like Ctrl-C, so Azurite is stopped on the way out."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
+def main() -> int:
+    """Run until Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _stop_on_sigterm()
+    from tools.azurite import Azurite
+    from tools.devserver import HostEmulator, read_route_prefix, serve
+
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "7071"))
+    token, token_origin = _token()
+    with contextlib.ExitStack() as stack:
+        connection_string = os.environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip()
+        if connection_string:
+            storage = "the storage account of SCIM_STORAGE_CONNECTION_STRING"
+        else:
+            AZURITE_DATA.mkdir(exist_ok=True)
+            print("Starting Azurite (table service) ...", flush=True)
+            azurite = stack.enter_context(Azurite(location=str(AZURITE_DATA)))
+            connection_string = azurite.connection_string
+            storage = f"Azurite at {azurite.table_endpoint} (data in {AZURITE_DATA.name}/)"
+        os.environ["SCIM_STORAGE_CONNECTION_STRING"] = connection_string
+        os.environ["SCIM_BEARER_TOKEN"] = token
+
+        import function_app  # reads SCIM_* settings on the first request
+
+        emulator = HostEmulator(function_app.app, route_prefix=read_route_prefix(ROOT / "host.json"))
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - display only
+        print(_banner(f"http://{shown_host}:{port}/scim/v2", token, token_origin, storage), flush=True)
+        serve(emulator, host=host, port=port, on_shutdown=function_app.runtime.aclose)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
