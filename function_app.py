@@ -20,6 +20,8 @@ from scim.config import Settings
 from scim.runtime import Runtime
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+"""Discovery routes take every method so that the wrong ones get a SCIM 405, not the host's 404."""
 runtime = Runtime(lambda: Settings.from_env(os.environ))
 
 
@@ -44,7 +46,7 @@ async def _call(route: str, req: func.HttpRequest) -> func.HttpResponse:
     return to_http_response(await runtime.handle(route, to_request(req)))
 
 
-@app.route(route="v2/Users", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@app.route(route="v2/Users", methods=ALL_METHODS)
 async def users(req: func.HttpRequest) -> func.HttpResponse:
     """GET lists/filters, POST creates; other methods get a SCIM 405."""
     return await _call("users", req)
@@ -56,19 +58,27 @@ async def user(req: func.HttpRequest) -> func.HttpResponse:
     return await _call("user", req)
 
 
-@app.route(route="v2/ServiceProviderConfig", methods=["GET"])
+@app.route(route="v2/ServiceProviderConfig", methods=ALL_METHODS)
 async def service_provider_config(req: func.HttpRequest) -> func.HttpResponse:
-    """RFC 7644 §4 service provider configuration."""
+    """RFC 7644 §4 service provider configuration (405 for other methods)."""
     return await _call("service_provider_config", req)
 
 
-@app.route(route="v2/ResourceTypes/{id?}", methods=["GET"])
+@app.route(route="v2/ResourceTypes/{id?}", methods=ALL_METHODS)
 async def resource_types(req: func.HttpRequest) -> func.HttpResponse:
     """RFC 7644 §4 resource types, all or one."""
     return await _call("resource_types", req)
 
 
-@app.route(route="v2/Schemas/{id?}", methods=["GET"])
+@app.route(route="v2/Schemas/{id?}", methods=ALL_METHODS)
 async def schemas(req: func.HttpRequest) -> func.HttpResponse:
     """RFC 7644 §4 schemas, all or one."""
     return await _call("schemas", req)
+
+
+# The host tries routes in function-name order, not by specificity (azure-notes
+# §1.2), so this catch-all is named to sort after every other trigger.
+@app.route(route="v2/{*path}", methods=ALL_METHODS)
+async def zz_unknown_endpoint(req: func.HttpRequest) -> func.HttpResponse:
+    """Any other path under the SCIM base: a SCIM 404 (501 for /.search) body."""
+    return await _call("unknown_endpoint", req)

@@ -29,6 +29,7 @@ from scim.errors import (
     InvalidValueError,
     MethodNotAllowedError,
     NotFoundError,
+    NotSupportedError,
     PayloadTooLargeError,
     ScimError,
     UnsupportedMediaTypeError,
@@ -266,6 +267,17 @@ class ScimApi:
             return _one_or_list(documents, request.route.get("id"), "Schema")
 
         return await self._guard(request, "/Schemas", handle)
+
+    async def unknown_endpoint(self, request: Request) -> Response:
+        """Any path no SCIM route serves: 404 (RFC 7644 §3.12), 501 for ``/.search`` (§3.4.3)."""
+
+        async def handle(request: Request) -> Response:
+            path = urlsplit(request.url).path
+            if path.rstrip("/").lower().endswith("/.search"):
+                raise NotSupportedError("POST /.search is not supported yet; use GET with a filter.")
+            raise NotFoundError(f"No SCIM endpoint at {path}.")
+
+        return await self._guard(request, "(unknown)", handle)
 
 
 def _require_get(request: Request) -> None:

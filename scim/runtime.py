@@ -27,6 +27,7 @@ ROUTES: dict[str, Callable[[ScimApi, Request], Awaitable[Response]]] = {
     "service_provider_config": ScimApi.service_provider_config,
     "resource_types": ScimApi.resource_types,
     "schemas": ScimApi.schemas,
+    "unknown_endpoint": ScimApi.unknown_endpoint,
 }
 """Handler of each route template, by the name hosts use for it."""
 

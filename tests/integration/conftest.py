@@ -159,12 +159,23 @@ def scim(store: Store) -> ScimClient:
     return ScimClient(ScimApi(make_settings(store), store.repository))
 
 
-@pytest.fixture(scope="session")
-def http_base_url(storage_connection_string: str) -> Iterator[str]:
-    """``function_app`` served over real HTTP by the dev server, as ``make run`` does.
+@dataclass(frozen=True)
+class DevServer:
+    """The running dev server: its Tenant URL and its WSGI host emulator."""
 
-    Yields the Tenant URL, ``http://127.0.0.1:PORT/scim/v2``.
-    """
+    tenant_url: str
+    emulator: HostEmulator
+
+
+@pytest.fixture(scope="session")
+def http_base_url(dev_server: DevServer) -> str:
+    """The Tenant URL of the dev server, ``http://127.0.0.1:PORT/scim/v2``."""
+    return dev_server.tenant_url
+
+
+@pytest.fixture(scope="session")
+def dev_server(storage_connection_string: str) -> Iterator[DevServer]:
+    """``function_app`` served over real HTTP by the dev server, as ``make run`` does."""
     import function_app
 
     saved = dict(os.environ)
@@ -190,7 +201,7 @@ def http_base_url(storage_connection_string: str) -> Iterator[str]:
     try:
         emulator.run_coroutine(warm_up())
         with serve_in_thread(emulator) as base:
-            yield base + "/scim/v2"
+            yield DevServer(base + "/scim/v2", emulator)
     finally:
         emulator.run_coroutine(function_app.runtime.aclose())
         emulator.close()

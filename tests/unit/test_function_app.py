@@ -16,8 +16,10 @@ import function_app
 from scim.config import Settings, token_digest
 from scim.runtime import ROUTES, Runtime
 from tests.conftest import TOKEN, function_app_functions
+from tools.devserver import HostEmulator
 
 BASE = "http://localhost:7071/scim/v2"
+ALL = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def route_table():
@@ -37,11 +39,34 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
     assert route_table() == {
         "users": ("v2/Users", ("GET", "POST", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "user": ("v2/Users/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
-        "service_provider_config": ("v2/ServiceProviderConfig", ("GET",), "anonymous", True),
-        "resource_types": ("v2/ResourceTypes/{id?}", ("GET",), "anonymous", True),
-        "schemas": ("v2/Schemas/{id?}", ("GET",), "anonymous", True),
+        "service_provider_config": ("v2/ServiceProviderConfig", ALL, "anonymous", True),
+        "resource_types": ("v2/ResourceTypes/{id?}", ALL, "anonymous", True),
+        "schemas": ("v2/Schemas/{id?}", ALL, "anonymous", True),
+        "zz_unknown_endpoint": ("v2/{*path}", ALL, "anonymous", True),
     }
-    assert set(route_table()) == set(ROUTES)
+    assert {name.removeprefix("zz_") for name in route_table()} == set(ROUTES)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "function"),
+    [
+        ("GET", "/scim/v2/Users", "users"),
+        ("POST", "/scim/v2/users", "users"),
+        ("PATCH", "/scim/v2/Users/abc", "user"),
+        ("POST", "/scim/v2/Users/abc", "zz_unknown_endpoint"),
+        ("POST", "/scim/v2/Users/.search", "zz_unknown_endpoint"),
+        ("GET", "/scim/v2/Schemas", "schemas"),
+        ("GET", "/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", "schemas"),
+        ("DELETE", "/scim/v2/ServiceProviderConfig", "service_provider_config"),
+        ("GET", "/scim/v2/ResourceTypes/User", "resource_types"),
+        ("GET", "/scim/v2/Nope", "zz_unknown_endpoint"),
+    ],
+)
+def test_host_order_routes_every_request_to_its_trigger(method, path, function):
+    """The host tries routes in function-name order (azure-notes §1.2): the catch-all must come last."""
+    emulator = HostEmulator(functions=function_app_functions(), route_prefix="scim")
+    resolved = emulator.resolve(method, path)
+    assert resolved is not None and resolved[0].function_name == function
 
 
 def test_host_json_puts_the_routes_under_scim():
@@ -108,3 +133,12 @@ async def test_unconfigured_endpoint_says_what_is_missing(monkeypatch):
     response = await function_app.users(request("GET", "/Users"))
     assert response.status_code == 500
     assert "SCIM_STORAGE_CONNECTION_STRING" in json.loads(response.get_body())["detail"]
+
+
+async def test_unknown_endpoints_get_scim_errors(runtime):
+    response = await function_app.zz_unknown_endpoint(request("GET", "/Nope", route_params={"path": "Nope"}))
+    assert response.status_code == 404 and json.loads(response.get_body())["status"] == "404"
+    search = await function_app.zz_unknown_endpoint(request("POST", "/Users/.search"))
+    assert search.status_code == 501
+    wrong = await function_app.schemas(request("DELETE", "/Schemas"))
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET"
