@@ -108,9 +108,12 @@ class ScimClient:
         *,
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
+        query: dict[str, str] | None = None,
     ) -> Response:
         url = self.base + path
         parts = urlsplit(url)
+        parameters = dict(parse_qsl(parts.query, keep_blank_values=True))
+        parameters.update(query or {})
         segments = [s for s in parts.path.split("/") if s][2:]  # drop "scim", "v2"
         route: dict[str, str] = {}
         name = segments[0].lower()
@@ -131,7 +134,7 @@ class ScimClient:
             method=method,
             url=url,
             headers=all_headers,
-            query=dict(parse_qsl(parts.query, keep_blank_values=True)),
+            query=parameters,
             route=route,
             body=payload,
         )

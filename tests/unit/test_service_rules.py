@@ -1,0 +1,83 @@
+"""Pure rules of the service and the storage mapping (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+from scim2_models import ScimFilter
+
+from scim.errors import PayloadTooLargeError
+from scim.resources import USER, UserResource, case_insensitive_key
+from scim.service import _index_term, matches_if_match, version_of
+from scim.tables import CHUNK_CHARS, _join, _split, row_key_component
+
+
+def test_version_is_weak_stable_and_changes_with_the_etag():
+    a, b = version_of("W/\"datetime'2026-01-01'\""), version_of("W/\"datetime'2026-01-02'\"")
+    assert a.startswith('W/"') and a.endswith('"') and a != b
+    assert version_of("W/\"datetime'2026-01-01'\"") == a
+
+
+@pytest.mark.parametrize(
+    ("if_match", "expected"),
+    [
+        ('W/"abc"', True),
+        ('"abc"', True),
+        ('W/"x", W/"abc"', True),
+        ("*", True),
+        ('W/"x"', False),
+        ("", False),
+    ],
+)
+def test_if_match_uses_weak_comparison(if_match, expected):
+    assert matches_if_match(if_match, 'W/"abc"') is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('userName eq "A"', ("userName", "A")),
+        ('USERNAME eq "A"', ("userName", "A")),
+        ('externalId eq "e" and userName eq "u"', ("userName", "u")),
+        ('userName eq "u" and id eq "i"', ("id", "i")),
+        ('urn:ietf:params:scim:schemas:core:2.0:User:userName eq "u"', ("userName", "u")),
+        ('userName eq "u" or externalId eq "e"', None),
+        ('userName ne "u"', None),
+        ('not (userName eq "u")', None),
+        ('displayName eq "d"', None),
+        ('userName eq "u" and (title eq "a" or title eq "b")', ("userName", "u")),
+    ],
+)
+def test_index_term_only_for_an_eq_every_match_satisfies(text, expected):
+    assert _index_term(ScimFilter[UserResource](text).ast, USER) == expected
+
+
+def test_comparison_keys_match_the_filter_semantics():
+    assert case_insensitive_key("ÄBC@Contoso.COM") == case_insensitive_key("äbc@contoso.com")
+    assert case_insensitive_key("A\u0308") == case_insensitive_key("\u00e4")  # NFC
+
+
+@pytest.mark.parametrize("text", ["plain", "a/b", "a\\b", "a#b", "a?b", "100%", "tab\tx", "\x7f", "名前"])
+def test_row_key_component_never_holds_forbidden_characters(text):
+    key = row_key_component(text)
+    assert not any(ch in key for ch in "/\\#?") and all(
+        ord(ch) >= 0x20 and not 0x7F <= ord(ch) <= 0x9F for ch in key
+    )
+
+
+def test_row_key_component_is_injective_and_bounded():
+    assert row_key_component("a%2Fb") != row_key_component("a/b")
+    long_key = row_key_component("é" * 500)
+    assert long_key.startswith("sha256:") and len(long_key.encode()) <= 255
+    assert row_key_component("é" * 500) != row_key_component("é" * 501)
+
+
+def test_documents_are_split_and_joined_losslessly():
+    document = {"userName": "u", "roles": [{"value": "x" * (3 * CHUNK_CHARS)}], "name": {"givenName": "名"}}
+    properties = _split(document)
+    assert len(properties) == 4 and all(len(p) <= CHUNK_CHARS for p in properties.values())
+    assert _join(properties) == document
+
+
+def test_documents_beyond_an_entity_are_refused():
+    with pytest.raises(PayloadTooLargeError):
+        _split({"roles": ["x" * (16 * CHUNK_CHARS)]})
