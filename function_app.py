@@ -58,6 +58,18 @@ async def user(req: func.HttpRequest) -> func.HttpResponse:
     return await _call("user", req)
 
 
+@app.route(route="v2/Groups", methods=ALL_METHODS)
+async def groups(req: func.HttpRequest) -> func.HttpResponse:
+    """GET lists/filters, POST creates; other methods get a SCIM 405."""
+    return await _call("groups", req)
+
+
+@app.route(route="v2/Groups/{id}", methods=["GET", "PUT", "PATCH", "DELETE"])
+async def group(req: func.HttpRequest) -> func.HttpResponse:
+    """GET, PUT, PATCH (204), DELETE one group."""
+    return await _call("group", req)
+
+
 @app.route(route="v2/ServiceProviderConfig", methods=ALL_METHODS)
 async def service_provider_config(req: func.HttpRequest) -> func.HttpResponse:
     """RFC 7644 §4 service provider configuration (405 for other methods)."""

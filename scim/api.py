@@ -34,9 +34,12 @@ from scim.errors import (
     ScimError,
     UnsupportedMediaTypeError,
 )
+from scim.groups import GroupService
+from scim.membership import Membership
 from scim.repository import Repository, StoredResource
-from scim.resources import USER, ResourceKind
+from scim.resources import GROUP, USER, ResourceKind
 from scim.service import ListResult, ResourceService, matches_if_match, version_of
+from scim.users import UserService
 
 __all__ = ["Request", "Response", "ScimApi", "error_response"]
 
@@ -98,11 +101,11 @@ class ScimApi:
 
     def __init__(self, settings: Settings, repository: Repository) -> None:
         self._settings = settings
-        self._users = ResourceService(
-            USER, repository, max_page_size=settings.max_page_size, max_scan=settings.max_scan
-        )
-        self._services = {USER.name: self._users}
-        self._discovery = Discovery((USER,), max_results=settings.max_page_size)
+        membership = Membership(repository)
+        limits: dict[str, Any] = {"max_page_size": settings.max_page_size, "max_scan": settings.max_scan}
+        self._users = UserService(repository, membership=membership, **limits)
+        self._groups = GroupService(repository, membership=membership, **limits)
+        self._discovery = Discovery((USER, GROUP), max_results=settings.max_page_size)
 
     # -- plumbing ----------------------------------------------------------
 
@@ -155,13 +158,21 @@ class ScimApi:
         """``/Users/{id}``: GET (§3.4.1), PUT (§3.5.1), PATCH (§3.5.2), DELETE (§3.6)."""
         return await self._guard(request, "/Users/{id}", self._item(self._users))
 
+    async def groups(self, request: Request) -> Response:
+        """``/Groups``: GET lists and filters (§3.4.2), POST creates (§3.3)."""
+        return await self._guard(request, "/Groups", self._collection(self._groups))
+
+    async def group(self, request: Request) -> Response:
+        """``/Groups/{id}``: GET, PUT, PATCH (204: member lists are never echoed), DELETE."""
+        return await self._guard(request, "/Groups/{id}", self._item(self._groups))
+
     def _collection(self, service: ResourceService) -> Handler:
         async def handle(request: Request) -> Response:
             if request.method == "GET":
                 return await self._query(service, request)
             if request.method == "POST":
                 stored = await service.create(_json_body(request))
-                return self._resource_response(service, request, stored, status=201, location=True)
+                return await self._resource_response(service, request, stored, status=201, location=True)
             raise MethodNotAllowedError(allow=("GET", "POST"))
 
         return handle
@@ -175,13 +186,16 @@ class ScimApi:
                 if_none_match = request.header("if-none-match")
                 if if_none_match and matches_if_match(if_none_match, version_of(stored.etag)):
                     return Response(304, {"ETag": version_of(stored.etag)})
-                return self._resource_response(service, request, stored)
+                return await self._resource_response(service, request, stored)
             if request.method == "PUT":
                 stored = await service.replace(resource_id, _json_body(request), if_match=if_match)
-                return self._resource_response(service, request, stored)
+                return await self._resource_response(service, request, stored)
             if request.method == "PATCH":
                 stored = await service.patch(resource_id, _json_body(request), if_match=if_match)
-                return self._resource_response(service, request, stored)
+                if service.kind is GROUP and _response_parameters(GROUP, request.query) is None:
+                    # Entra expects 204 for group PATCHes and must never get the member list.
+                    return Response(204, {"ETag": version_of(stored.etag)})
+                return await self._resource_response(service, request, stored)
             if request.method == "DELETE":
                 await service.delete(resource_id, if_match=if_match)
                 return Response(204)
@@ -193,7 +207,9 @@ class ScimApi:
         query = service.parse_query(_query_parameters(request.query))
         result: ListResult = await service.query(query)
         base_url = self._base_url(request)
-        resources = [self._render(service, stored, base_url, query.request) for stored in result.resources]
+        resources = [
+            await self._render(service, stored, base_url, query.request) for stored in result.resources
+        ]
         payload: dict[str, Any] = {
             "schemas": [_LIST_RESPONSE],
             "totalResults": result.total,
@@ -203,15 +219,16 @@ class ScimApi:
         }
         return _json_response(200, payload)
 
-    def _render(
+    async def _render(
         self,
         service: ResourceService,
         stored: StoredResource,
         base_url: str,
         parameters: ResponseParameters[Any] | None,
     ) -> dict[str, Any]:
-        """The resource as served: ``meta.location``/``version`` added, attributes selected (§3.9)."""
-        document = dict(stored.document)
+        """The resource as served: expanded, with ``meta.location``/``version``, attributes selected."""
+        stored = await service.expand(stored, _wanted(service.kind, parameters))
+        document = _with_references(dict(stored.document), base_url)
         meta = dict(document.get("meta") or {})
         meta["location"] = f"{base_url}{service.kind.endpoint}/{stored.id}"
         meta["version"] = version_of(stored.etag)
@@ -221,7 +238,7 @@ class ScimApi:
         resource = service.kind.model.model_validate(document)
         return resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters)
 
-    def _resource_response(
+    async def _resource_response(
         self,
         service: ResourceService,
         request: Request,
@@ -231,7 +248,7 @@ class ScimApi:
         location: bool = False,
     ) -> Response:
         parameters = _response_parameters(service.kind, request.query)
-        document = self._render(service, stored, self._base_url(request), parameters)
+        document = await self._render(service, stored, self._base_url(request), parameters)
         headers = {"ETag": version_of(stored.etag)}
         if location:
             headers["Location"] = f"{self._base_url(request)}{service.kind.endpoint}/{stored.id}"
@@ -278,6 +295,34 @@ class ScimApi:
             raise NotFoundError(f"No SCIM endpoint at {path}.")
 
         return await self._guard(request, "(unknown)", handle)
+
+
+def _wanted(kind: ResourceKind, parameters: ResponseParameters[Any] | None) -> Callable[[str], bool]:
+    """Whether the response will carry a top-level attribute, per §3.9 (``returned: default``)."""
+    core = str(kind.model.__schema__).lower() + ":"
+
+    def names(paths: list[Any] | None) -> set[str]:
+        return {str(p).lower().removeprefix(core).split(".")[0] for p in paths or []}
+
+    selected = names(parameters.attributes) if parameters else set()
+    excluded = names(parameters.excluded_attributes) if parameters else set()
+    if selected:
+        return lambda name: name.lower() in selected
+    return lambda name: name.lower() not in excluded
+
+
+_REFERENCES = {"members": "/Users/", "groups": "/Groups/"}
+
+
+def _with_references(document: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """Add ``$ref`` URIs to ``members`` and ``groups`` entries (RFC 7643 §4.1.2, §4.2)."""
+    for attribute, endpoint in _REFERENCES.items():
+        entries = document.get(attribute)
+        if isinstance(entries, list):
+            document[attribute] = [
+                {**entry, "$ref": f"{base_url}{endpoint}{entry['value']}"} for entry in entries
+            ]
+    return document
 
 
 def _require_get(request: Request) -> None:

@@ -41,6 +41,7 @@ credential, which this directory does not do.
 _SCHEMA_NAMES = {
     str(User.__schema__): ("User", "User Account"),
     str(EnterpriseUser.__schema__): ("EnterpriseUser", "Enterprise User"),
+    "urn:ietf:params:scim:schemas:core:2.0:Group": ("Group", "Group"),
 }
 
 

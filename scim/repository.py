@@ -8,11 +8,25 @@ run it against Azurite, never a mock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["Repository", "StoredResource"]
+__all__ = ["Repository", "ReverseEdge", "StoredResource"]
+
+
+@dataclass(frozen=True)
+class ReverseEdge:
+    """A user's record that it belongs to a group (the user side of membership).
+
+    ``pending`` edges are being written or removed by ``scim.membership``;
+    readers verify them against the group's member edge instead of trusting them.
+    """
+
+    group_id: str
+    pending: bool = False
+    written: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,8 @@ class StoredResource:
     id: str
     document: dict[str, Any]
     etag: str
+    edges: tuple[ReverseEdge, ...] = ()
+    deleting: bool = False
 
 
 class Repository(Protocol):
@@ -48,7 +64,7 @@ class Repository(Protocol):
         ...
 
     async def get(self, kind: str, resource_id: str) -> StoredResource:
-        """One point read.
+        """One read: the resource and its reverse edges.
 
         Raises:
             NotFoundError: No such resource.
@@ -77,8 +93,16 @@ class Repository(Protocol):
         """
         ...
 
+    async def mark_deleting(self, kind: str, current: StoredResource) -> StoredResource:
+        """Flag the resource as being deleted, conditional on ``current.etag``.
+
+        Raises:
+            PreconditionFailedError: The resource changed since ``current`` was read.
+        """
+        ...
+
     async def delete(self, kind: str, current: StoredResource, unique: Mapping[str, str]) -> None:
-        """Delete the resource and its index rows if its ETag is still ``current.etag``.
+        """Delete the resource, its index rows and ``current.edges`` if its ETag is still ``current.etag``.
 
         Raises:
             PreconditionFailedError: The resource changed since ``current`` was read.
@@ -92,4 +116,44 @@ class Repository(Protocol):
 
     async def count(self, kind: str) -> int:
         """How many resources of ``kind`` exist (reads keys only)."""
+        ...
+
+    async def stage_reverse_edges(self, group_id: str, user_ids: Sequence[str], *, pending: bool) -> set[str]:
+        """Upsert the users' reverse edges to ``group_id``; return the ids of users that do not exist."""
+        ...
+
+    async def mark_reverse_edges_pending(self, group_id: str, user_ids: Sequence[str]) -> set[str]:
+        """Flag the users' reverse edges to ``group_id`` pending; return the users that had none."""
+        ...
+
+    async def delete_reverse_edges(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Delete (user id, group id) reverse edges; absent ones are ignored."""
+        ...
+
+    async def write_member_edges(
+        self,
+        group: StoredResource,
+        document: dict[str, Any],
+        *,
+        add: Mapping[str, str | None] | None = None,
+        remove: Sequence[str] = (),
+    ) -> str:
+        """Add (id → display) and remove member edges, rewriting the group row conditionally; return its ETag.
+
+        Raises:
+            PreconditionFailedError: The group changed meanwhile.
+            NotFoundError: The group was deleted meanwhile.
+        """
+        ...
+
+    async def delete_member_edges(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Delete (group id, user id) member edges; absent ones are ignored."""
+        ...
+
+    def members(self, group_id: str) -> AsyncIterator[tuple[str, str | None]]:
+        """The (id, display) of each member of a group."""
+        ...
+
+    async def existing_member_edges(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of the (group id, user id) member edges exist."""
         ...

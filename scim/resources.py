@@ -26,6 +26,7 @@ from scim2_models import AnyExtension, Extension, Mutability, Reference, Resourc
 
 __all__ = [
     "ENTRA_POLICY",
+    "GROUP",
     "USER",
     "EnterpriseUser",
     "ResourceKind",
@@ -167,6 +168,20 @@ USER = ResourceKind(
     ),
 )
 """The /Users resource type."""
+
+GROUP = ResourceKind(
+    name="Group",
+    endpoint="/Groups",
+    model=sm.Group,
+    unique=(
+        # Not an RFC rule, but Entra matches groups by displayName and requires
+        # it unique (Entra SCIM tutorial, "Groups"); caseExact false (RFC 7643 §4.2).
+        UniqueAttribute("displayName", case_insensitive_key),
+        # Entra maps objectId to externalId.
+        UniqueAttribute("externalId", case_exact_key),
+    ),
+)
+"""The /Groups resource type. Members are stored as edges, never in the group row."""
 
 EXTENSIONS: tuple[type[Extension], ...] = (EnterpriseUser,)
 """Schema extensions the service declares."""

@@ -24,6 +24,8 @@ log = logging.getLogger("scim.runtime")
 ROUTES: dict[str, Callable[[ScimApi, Request], Awaitable[Response]]] = {
     "users": ScimApi.users,
     "user": ScimApi.user,
+    "groups": ScimApi.groups,
+    "group": ScimApi.group,
     "service_provider_config": ScimApi.service_provider_config,
     "resource_types": ScimApi.resource_types,
     "schemas": ScimApi.schemas,

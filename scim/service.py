@@ -37,16 +37,25 @@ from scim.errors import (
     TooManyError,
     from_library_error,
 )
+from scim.membership import is_resource_id
 from scim.repository import Repository, StoredResource
 from scim.resources import ENTRA_POLICY, ResourceKind
 
-__all__ = ["ListResult", "ResourceService", "matches_if_match", "version_of"]
+__all__ = [
+    "WRITE_ATTEMPTS",
+    "ListResult",
+    "ResourceService",
+    "back_off",
+    "check_precondition",
+    "matches_if_match",
+    "version_of",
+]
 
 WRITE_ATTEMPTS = 8
 """Attempts of a read-modify-write that loses ETag races before answering 409."""
 
 
-async def _back_off(attempt: int) -> None:
+async def back_off(attempt: int) -> None:
     """Full-jitter exponential back-off between ETag-race retries (≤ 0.4 s)."""
     await asyncio.sleep(random.uniform(0, min(0.4, 0.01 * 2**attempt)))  # noqa: S311 - not crypto
 
@@ -162,12 +171,24 @@ class ResourceService:
         return StoredResource(resource.id, document, etag)
 
     async def get(self, resource_id: str) -> StoredResource:
-        """RFC 7644 §3.4.1: one point read.
+        """RFC 7644 §3.4.1: one read.
 
         Raises:
-            NotFoundError: No such resource.
+            NotFoundError: No such resource (an id this service cannot have
+                issued costs no storage round trip).
         """
+        if not is_resource_id(resource_id):
+            raise NotFoundError(f"{self.kind.name} {resource_id} not found.")
         return await self._repository.get(self.kind.name, resource_id)
+
+    async def expand(self, stored: StoredResource, wanted: Callable[[str], bool]) -> StoredResource:
+        """Add attributes kept outside the resource row (``User.groups``, ``Group.members``).
+
+        ``wanted(name)`` says whether the response will carry the attribute, so
+        nothing is read for an attribute the client excluded. The base class
+        stores everything in the row.
+        """
+        return stored
 
     def parse_query(self, parameters: dict[str, Any]) -> Query:
         """Validate ``filter``, ``startIndex``, ``count``, ``attributes`` (§3.4.2, §3.9).
@@ -194,6 +215,8 @@ class ResourceService:
         if request.filter is None:
             return await self._list_all(query)
         candidates = await self._candidates(request.filter.ast)
+        if self._filter_needs_expansion(str(request.filter)):
+            candidates = [await self.expand(c, lambda _: True) for c in candidates]
         matches = [c for c in candidates if request.filter.match(self._load(c))]
         page = matches[query.start_index - 1 : query.start_index - 1 + query.count]
         return ListResult(len(matches), query.start_index, page)
@@ -212,6 +235,10 @@ class ResourceService:
                     break
         return ListResult(total, query.start_index, page)
 
+    def _filter_needs_expansion(self, text: str) -> bool:
+        """Whether a filter names an attribute that :meth:`expand` provides."""
+        return False
+
     async def _candidates(self, node: FilterNode) -> list[StoredResource]:
         """The resources a filter can match: by index when an ``eq`` allows it."""
         lookup = _index_term(node, self.kind)
@@ -219,7 +246,7 @@ class ResourceService:
             attribute, value = lookup
             if attribute == "id":
                 try:
-                    return [await self._repository.get(self.kind.name, value)]
+                    return [await self.get(value)]
                 except NotFoundError:
                     return []
             unique = self.kind.unique_attribute(attribute)
@@ -284,9 +311,9 @@ class ResourceService:
         """
         for attempt in range(WRITE_ATTEMPTS):
             if attempt:
-                await _back_off(attempt)
-            current = await self._repository.get(self.kind.name, resource_id)
-            _check_precondition(current, if_match)
+                await back_off(attempt)
+            current = await self.get(resource_id)
+            check_precondition(current, if_match)
             before = self._load(current)
             after = change(before.model_copy(deep=True))
             if after is None:
@@ -316,28 +343,42 @@ class ResourceService:
         )
 
     async def delete(self, resource_id: str, *, if_match: str | None = None) -> None:
-        """RFC 7644 §3.6: delete the resource and its index rows atomically.
+        """RFC 7644 §3.6: delete the resource, its index rows and its edges.
 
         Raises:
             NotFoundError: No such resource (a repeated DELETE is a 404).
         """
         for attempt in range(WRITE_ATTEMPTS):
             if attempt:
-                await _back_off(attempt)
-            current = await self._repository.get(self.kind.name, resource_id)
-            _check_precondition(current, if_match)
+                await back_off(attempt)
+            current = await self.get(resource_id)
+            check_precondition(current, if_match)
             unique = self.kind.unique_keys(self._load(current))
             try:
+                current = await self._before_delete(current)
                 await self._repository.delete(self.kind.name, current, unique)
             except PreconditionFailedError:
                 if if_match is not None:
                     raise
                 continue
+            await self._after_delete(current)
             return
         raise ConflictError(f"The {self.kind.name} kept changing while being deleted; retry.")
 
+    async def _before_delete(self, current: StoredResource) -> StoredResource:
+        """Undo what lives outside the resource's partition; return the state to delete."""
+        return current
 
-def _check_precondition(current: StoredResource, if_match: str | None) -> None:
+    async def _after_delete(self, deleted: StoredResource) -> None:
+        """Clean up after the resource's rows are gone."""
+
+
+def check_precondition(current: StoredResource, if_match: str | None) -> None:
+    """RFC 7644 §3.14: refuse the write unless ``If-Match`` names the current version.
+
+    Raises:
+        PreconditionFailedError: It does not.
+    """
     if if_match is not None and not matches_if_match(if_match, version_of(current.etag)):
         raise PreconditionFailedError(
             f"If-Match {if_match} does not match the current version {version_of(current.etag)}."

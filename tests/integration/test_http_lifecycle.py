@@ -104,6 +104,7 @@ def test_discovery_over_http(client, http_base_url):
     assert {s["id"] for s in schemas["Resources"]} == {
         "urn:ietf:params:scim:schemas:core:2.0:User",
         ENTERPRISE,
+        "urn:ietf:params:scim:schemas:core:2.0:Group",
     }
     assert client.get("/ResourceTypes/User").json()["endpoint"] == "/Users"
     assert client.get(f"/Schemas/{ENTERPRISE}").json()["name"] == "EnterpriseUser"

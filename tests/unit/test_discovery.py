@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from scim.discovery import Discovery
-from scim.resources import USER
+from scim.resources import GROUP, USER
 
 BASE = "https://scim.example/scim/v2"
-discovery = Discovery((USER,), max_results=123)
+discovery = Discovery((USER, GROUP), max_results=123)
 
 
 def attribute(schema, name):
@@ -26,7 +26,8 @@ def test_service_provider_config_is_honest():
 
 
 def test_resource_types():
-    (user,) = discovery.resource_types(BASE)
+    user, group = discovery.resource_types(BASE)
+    assert group["id"] == "Group" and group["endpoint"] == "/Groups" and "schemaExtensions" not in group
     assert user["id"] == "User" and user["endpoint"] == "/Users"
     assert user["schema"] == "urn:ietf:params:scim:schemas:core:2.0:User"
     assert user["schemaExtensions"] == [
@@ -36,7 +37,10 @@ def test_resource_types():
 
 
 def test_schemas_declare_canonical_types_for_entra_discovery():
-    core, enterprise = discovery.schemas(BASE)
+    core, enterprise, group = discovery.schemas(BASE)
+    assert group["id"] == "urn:ietf:params:scim:schemas:core:2.0:Group" and group["name"] == "Group"
+    assert attribute(group, "displayName")["required"] is True
+    assert {s["name"] for s in attribute(group, "members")["subAttributes"]} >= {"value", "$ref", "type"}
     assert core["id"] == "urn:ietf:params:scim:schemas:core:2.0:User" and core["name"] == "User"
     assert enterprise["name"] == "EnterpriseUser"
     for name, expected in [
@@ -51,12 +55,12 @@ def test_schemas_declare_canonical_types_for_entra_discovery():
 
 
 def test_schemas_advertise_only_stored_attributes():
-    core, _ = discovery.schemas(BASE)
+    core, _, _ = discovery.schemas(BASE)
     assert "password" not in {a["name"] for a in core["attributes"]}
 
 
 def test_manager_ref_is_optional_and_value_required():
-    _, enterprise = discovery.schemas(BASE)
+    _, enterprise, _ = discovery.schemas(BASE)
     manager = attribute(enterprise, "manager")
     subs = {s["name"]: s for s in manager["subAttributes"]}
     assert subs["value"]["required"] is True

@@ -39,6 +39,8 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
     assert route_table() == {
         "users": ("v2/Users", ("GET", "POST", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "user": ("v2/Users/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
+        "groups": ("v2/Groups", ALL, "anonymous", True),
+        "group": ("v2/Groups/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "service_provider_config": ("v2/ServiceProviderConfig", ALL, "anonymous", True),
         "resource_types": ("v2/ResourceTypes/{id?}", ALL, "anonymous", True),
         "schemas": ("v2/Schemas/{id?}", ALL, "anonymous", True),
@@ -56,6 +58,8 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
         ("POST", "/scim/v2/Users/abc", "zz_unknown_endpoint"),
         ("POST", "/scim/v2/Users/.search", "zz_unknown_endpoint"),
         ("GET", "/scim/v2/Schemas", "schemas"),
+        ("PATCH", "/scim/v2/Groups/abc", "group"),
+        ("GET", "/scim/v2/groups", "groups"),
         ("GET", "/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", "schemas"),
         ("DELETE", "/scim/v2/ServiceProviderConfig", "service_provider_config"),
         ("GET", "/scim/v2/ResourceTypes/User", "resource_types"),
@@ -105,7 +109,7 @@ async def test_triggers_serve_discovery(runtime):
 
     response = await function_app.schemas(request("GET", "/Schemas"))
     body = json.loads(response.get_body())
-    assert body["totalResults"] == 2
+    assert body["totalResults"] == 3
     assert body["Resources"][0]["meta"]["location"].startswith(f"{BASE}/Schemas/")
 
     urn = "urn:ietf:params:scim:schemas:core:2.0:User"

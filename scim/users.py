@@ -1,0 +1,52 @@
+"""The /Users service: RFC 7644 operations plus the user side of membership.
+
+``User.groups`` (RFC 7643 §4.1.2, read-only) is read from the reverse edges
+stored beside the user's row, in the same single read as the user
+(``scim.membership``). Deleting a user removes it from every group first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from scim.membership import Membership
+from scim.repository import Repository, StoredResource
+from scim.resources import USER
+from scim.service import ResourceService
+
+__all__ = ["UserService"]
+
+
+class UserService(ResourceService):
+    """Users, with ``groups`` derived from membership edges."""
+
+    def __init__(self, repository: Repository, *, membership: Membership, **options: Any) -> None:
+        super().__init__(USER, repository, **options)
+        self._membership = membership
+
+    async def expand(self, stored: StoredResource, wanted: Callable[[str], bool]) -> StoredResource:
+        """Add ``groups`` (``value`` and ``type: direct``) when the response carries it."""
+        if not stored.edges or not wanted("groups"):
+            return stored
+        groups = await self._membership.groups_of(stored)
+        if not groups:
+            return stored
+        entries = [{"value": group_id, "type": "direct"} for group_id in sorted(groups)]
+        return replace(stored, document={**stored.document, "groups": entries})
+
+    def _filter_needs_expansion(self, text: str) -> bool:
+        return "groups" in text.lower()
+
+    async def _before_delete(self, current: StoredResource) -> StoredResource:
+        """Leave every group first (DESIGN §5: deleting a user costs O(its groups)).
+
+        The user is flagged *deleting* so that, should the deletion stop half
+        way, readers verify its remaining reverse edges instead of trusting them.
+        """
+        if not current.edges:
+            return current  # nothing outside the partition; a concurrent add changes the ETag
+        flagged = await self._repository.mark_deleting(self.kind.name, current)
+        await self._membership.remove_user(flagged)
+        return flagged
