@@ -21,9 +21,10 @@ Member ids that match no user are skipped (logged), never stored.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from scim import entra
@@ -190,7 +191,7 @@ class GroupService(ResourceService):
         if not members:
             return stored
         entries = [_entry(member, display) for member, display in members]
-        return replace(stored, document={**stored.document, "members": entries})
+        return dataclasses.replace(stored, document={**stored.document, "members": entries})
 
     def _filter_needs_expansion(self, text: str) -> bool:
         return "members" in text.lower()

@@ -15,6 +15,7 @@ delete 2 (read + one conditional transaction).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 import uuid
@@ -337,7 +338,7 @@ class ResourceService:
                 if if_match is not None:
                     raise
                 continue
-            return StoredResource(current.id, document, etag)
+            return dataclasses.replace(current, document=document, etag=etag)
         raise ConflictError(
             f"The {self.kind.name} was changed by concurrent requests {WRITE_ATTEMPTS} times; retry."
         )

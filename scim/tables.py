@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -329,23 +330,10 @@ class TableRepository:
             if row_key == own:
                 resource = entity
             elif row_key.startswith(own + _EDGE):
-                written = entity.metadata.get("timestamp")
-                edges.append(
-                    ReverseEdge(
-                        row_key[len(own + _EDGE) :],
-                        pending=bool(entity.get("p")),
-                        written=written if isinstance(written, datetime) else None,
-                    )
-                )
+                edges.append(_reverse_edge(row_key[len(own + _EDGE) :], entity))
         if resource is None:
             raise NotFoundError(f"{kind} {resource_id} not found.")
-        return StoredResource(
-            resource_id,
-            _join(resource),
-            str(resource.metadata["etag"]),
-            edges=tuple(edges),
-            deleting=bool(resource.get("deleting")),
-        )
+        return replace(_stored(resource_id, resource), edges=tuple(edges))
 
     async def lookup(self, kind: str, attribute: str, key: str) -> StoredResource | None:
         """Index row, then resource row: two reads."""
@@ -429,14 +417,28 @@ class TableRepository:
             raise NotFoundError(f"{kind} {current.id} not found.")
 
     async def scan(self, kind: str) -> AsyncIterator[StoredResource]:
-        """Resource rows of one partition, page by page (1 round trip per 1,000)."""
+        """Resource rows of one partition with their reverse edges, page by page.
+
+        A resource's edges sort right after its row, so each resource is
+        yielded once the next one (or the end) is reached.
+        """
         rows = self._query(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and t eq @t",
-            {"pk": self._partition(kind), "lo": _RESOURCE, "hi": _RESOURCE_END, "t": "r"},
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            {"pk": self._partition(kind), "lo": _RESOURCE, "hi": _RESOURCE_END},
         )
+        current: StoredResource | None = None
         async for entity in rows:
-            resource_id = str(entity["RowKey"])[len(_RESOURCE) :]
-            yield StoredResource(resource_id, _join(entity), str(entity.metadata["etag"]))
+            row_key = str(entity["RowKey"])
+            if _EDGE in row_key:
+                if current is not None and row_key.startswith(_RESOURCE + current.id + _EDGE):
+                    edge = _reverse_edge(row_key[len(_RESOURCE + current.id + _EDGE) :], entity)
+                    current = replace(current, edges=(*current.edges, edge))
+                continue
+            if current is not None:
+                yield current
+            current = _stored(row_key[len(_RESOURCE) :], entity)
+        if current is not None:
+            yield current
 
     async def count(self, kind: str) -> int:
         """Count resource rows, reading keys only."""
@@ -578,6 +580,20 @@ def _if_unchanged(etag: str) -> dict[str, Any]:
 def _if_match(etag: str) -> dict[str, Any]:
     """Options of a full-row update conditional on ``etag``."""
     return {"mode": UpdateMode.REPLACE, **_if_unchanged(etag)}
+
+
+def _stored(resource_id: str, entity: Any) -> StoredResource:
+    """The StoredResource of a resource row (without its edges)."""
+    return StoredResource(
+        resource_id, _join(entity), str(entity.metadata["etag"]), deleting=bool(entity.get("deleting"))
+    )
+
+
+def _reverse_edge(group_id: str, entity: Any) -> ReverseEdge:
+    written = entity.metadata.get("timestamp")
+    return ReverseEdge(
+        group_id, pending=bool(entity.get("p")), written=written if isinstance(written, datetime) else None
+    )
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

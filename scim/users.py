@@ -7,8 +7,8 @@ stored beside the user's row, in the same single read as the user
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from scim.membership import Membership
@@ -34,7 +34,7 @@ class UserService(ResourceService):
         if not groups:
             return stored
         entries = [{"value": group_id, "type": "direct"} for group_id in sorted(groups)]
-        return replace(stored, document={**stored.document, "groups": entries})
+        return dataclasses.replace(stored, document={**stored.document, "groups": entries})
 
     def _filter_needs_expansion(self, text: str) -> bool:
         return "groups" in text.lower()

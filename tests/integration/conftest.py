@@ -121,6 +121,7 @@ class ScimClient:
             route["id"] = segments[1]
         handler = {
             "users": self.api.user if len(segments) > 1 else self.api.users,
+            "groups": self.api.group if len(segments) > 1 else self.api.groups,
             "serviceproviderconfig": self.api.service_provider_config,
             "resourcetypes": self.api.resource_types,
             "schemas": self.api.schemas,
