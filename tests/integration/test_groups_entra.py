@@ -70,16 +70,22 @@ async def test_create_group_as_entra_sends_it(scim):
 async def test_match_by_display_name_case_insensitive_without_members(scim):
     user = await create(scim)
     group = await create_group(scim, displayName="Finance Team")
-    await scim.patch(f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(user["id"])}))
+    await scim.patch(
+        f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(user["id"])})
+    )
     body = (await scim.get('/Groups?excludedAttributes=members&filter=displayName eq "FINANCE team"')).json()
     assert body["totalResults"] == 1
     assert body["Resources"][0]["id"] == group["id"]
     assert "members" not in body["Resources"][0]
-    by_ext = (await scim.get(f'/Groups?excludedAttributes=members&filter=externalId eq "{group["externalId"]}"')).json()
+    by_ext = (
+        await scim.get(f'/Groups?excludedAttributes=members&filter=externalId eq "{group["externalId"]}"')
+    ).json()
     assert [g["id"] for g in by_ext["Resources"]] == [group["id"]]
     both = f'/Groups?filter=id eq "{group["id"]}" and displayName eq "finance team"'
     assert (await scim.get(both)).json()["totalResults"] == 1
-    probe = (await scim.get(f'/Groups?excludedAttributes=members&filter=displayName eq "{uuid.uuid4()}"')).json()
+    probe = (
+        await scim.get(f'/Groups?excludedAttributes=members&filter=displayName eq "{uuid.uuid4()}"')
+    ).json()
     assert probe["totalResults"] == 0 and probe["Resources"] == []
 
 
@@ -91,7 +97,9 @@ async def test_display_name_is_unique_case_insensitively(scim):
 async def test_get_by_id_with_and_without_members(scim):
     user = await create(scim)
     group = await create_group(scim)
-    await scim.patch(f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(user["id"])}))
+    await scim.patch(
+        f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(user["id"])})
+    )
     full = (await scim.get(f"/Groups/{group['id']}")).json()
     assert full["members"] == [
         {"value": user["id"], "type": "User", "$ref": f"http://scim.test/scim/v2/Users/{user['id']}"}
@@ -133,7 +141,9 @@ async def test_membership_operations_are_idempotent(scim):
     group = await create_group(scim)
     path = f"/Groups/{group['id']}"
     for _ in range(2):
-        assert (await scim.patch(path, patch({"op": "Add", "path": "members", "value": members_of(a)}))).status == 204
+        assert (
+            await scim.patch(path, patch({"op": "Add", "path": "members", "value": members_of(a)}))
+        ).status == 204
     assert await member_ids(scim, group["id"]) == [a]
     remove_non_member = patch({"op": "Remove", "path": "members", "value": members_of(b)})
     assert (await scim.patch(path, remove_non_member)).status == 204
@@ -155,7 +165,9 @@ async def test_unknown_member_ids_are_skipped_and_never_appear(scim):
 async def test_rename_and_pathless_replace(scim):
     group = await create_group(scim, displayName="Old Name")
     path = f"/Groups/{group['id']}"
-    assert (await scim.patch(path, patch({"op": "Replace", "path": "displayName", "value": "New Name"}))).status == 204
+    assert (
+        await scim.patch(path, patch({"op": "Replace", "path": "displayName", "value": "New Name"}))
+    ).status == 204
     assert (await scim.get('/Groups?filter=displayName eq "old name"')).json()["totalResults"] == 0
     assert (await scim.get('/Groups?filter=displayName eq "new name"')).json()["totalResults"] == 1
     assert (await scim.post("/Groups", entra_group("Old Name"))).status == 201
@@ -191,12 +203,20 @@ async def test_patch_response_never_carries_members(scim):
 async def test_malformed_member_operations_are_400(scim):
     group = await create_group(scim)
     path = f"/Groups/{group['id']}"
-    assert_error(await scim.patch(path, patch({"op": "add", "path": "members", "value": ["x"]})), 400, "invalidValue")
+    assert_error(
+        await scim.patch(path, patch({"op": "add", "path": "members", "value": ["x"]})), 400, "invalidValue"
+    )
     bad_path = patch({"op": "add", "path": 'members[value eq "x"]', "value": "y"})
     assert_error(await scim.patch(path, bad_path), 400, "invalidPath")
-    assert_error(await scim.patch(path, patch({"op": "add", "path": "members.display", "value": "y"})), 400, "invalidPath")
+    assert_error(
+        await scim.patch(path, patch({"op": "add", "path": "members.display", "value": "y"})),
+        400,
+        "invalidPath",
+    )
     assert_error(await scim.patch(path, {"schemas": []}), 400, "invalidValue")
-    assert_error(await scim.patch(f"/Groups/{uuid.uuid4()}", patch({"op": "add", "path": "members", "value": []})), 404)
+    assert_error(
+        await scim.patch(f"/Groups/{uuid.uuid4()}", patch({"op": "add", "path": "members", "value": []})), 404
+    )
 
 
 async def test_post_and_put_with_members(scim):
@@ -204,7 +224,9 @@ async def test_post_and_put_with_members(scim):
     response = await scim.post("/Groups", entra_group() | {"members": [{"value": a, "display": "A"}]})
     group = response.json()
     assert group["members"][0]["value"] == a and group["members"][0]["display"] == "A"
-    put = await scim.put(f"/Groups/{group['id']}", {"schemas": [GROUP], "displayName": "Put", "members": members_of(b)})
+    put = await scim.put(
+        f"/Groups/{group['id']}", {"schemas": [GROUP], "displayName": "Put", "members": members_of(b)}
+    )
     assert put.status == 200, put.json()
     assert await member_ids(scim, group["id"]) == [b]
     assert await groups_of(scim, a) == []
@@ -216,7 +238,9 @@ async def test_post_and_put_with_members(scim):
 async def test_delete_group_removes_memberships(scim):
     a, b = await users(scim, 2)
     group = await create_group(scim, displayName="Doomed")
-    await scim.patch(f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(a, b)}))
+    await scim.patch(
+        f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(a, b)})
+    )
     assert (await scim.delete(f"/Groups/{group['id']}")).status == 204
     assert_error(await scim.get(f"/Groups/{group['id']}"), 404)
     assert await groups_of(scim, a) == [] and await groups_of(scim, b) == []
@@ -238,14 +262,18 @@ async def test_delete_user_removes_it_from_every_group(scim):
     for group in groups:
         assert await member_ids(scim, group["id"]) == [other]
     # The id of the deleted user can never come back through a later add.
-    await scim.patch(f"/Groups/{groups[0]['id']}", patch({"op": "Add", "path": "members", "value": members_of(user)}))
+    await scim.patch(
+        f"/Groups/{groups[0]['id']}", patch({"op": "Add", "path": "members", "value": members_of(user)})
+    )
     assert await member_ids(scim, groups[0]["id"]) == [other]
 
 
 async def test_user_groups_filter_and_attributes(scim):
     (user,) = await users(scim, 1)
     group = await create_group(scim)
-    await scim.patch(f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(user)}))
+    await scim.patch(
+        f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(user)})
+    )
     got = (await scim.get(f"/Users/{user}")).json()
     assert got["groups"] == [
         {"value": group["id"], "type": "direct", "$ref": f"http://scim.test/scim/v2/Groups/{group['id']}"}
@@ -253,13 +281,17 @@ async def test_user_groups_filter_and_attributes(scim):
     assert "groups" not in (await scim.get(f"/Users/{user}?excludedAttributes=groups")).json()
     found = (await scim.get(f'/Users?filter=groups[value eq "{group["id"]}"]')).json()
     assert [u["id"] for u in found["Resources"]] == [user]
-    by_member = (await scim.get(f'/Groups?filter=members[value eq "{user}"]&excludedAttributes=members')).json()
+    by_member = (
+        await scim.get(f'/Groups?filter=members[value eq "{user}"]&excludedAttributes=members')
+    ).json()
     assert [g["id"] for g in by_member["Resources"]] == [group["id"]]
 
 
 async def test_user_groups_is_read_only(scim):
     user = await create(scim)
-    response = await scim.patch(f"/Users/{user['id']}", patch({"op": "add", "path": "groups", "value": [{"value": "x"}]}))
+    response = await scim.patch(
+        f"/Users/{user['id']}", patch({"op": "add", "path": "groups", "value": [{"value": "x"}]})
+    )
     assert_error(response, 400, "mutability")
 
 
@@ -284,9 +316,13 @@ async def test_users_in_groups_keep_user_operations_working(scim):
     group = await create_group(scim)
     add = patch({"op": "Add", "path": "members", "value": members_of(user["id"])})
     await scim.patch(f"/Groups/{group['id']}", add)
-    disable = await scim.patch(f"/Users/{user['id']}", patch({"op": "Replace", "path": "active", "value": "False"}))
+    disable = await scim.patch(
+        f"/Users/{user['id']}", patch({"op": "Replace", "path": "active", "value": "False"})
+    )
     assert disable.status == 200 and disable.json()["groups"][0]["value"] == group["id"]
-    assert (await scim.put(f"/Users/{user['id']}", {"schemas": [CORE], "userName": user["userName"]})).status == 200
+    assert (
+        await scim.put(f"/Users/{user['id']}", {"schemas": [CORE], "userName": user["userName"]})
+    ).status == 200
     assert await groups_of(scim, user["id"]) == [group["id"]]
     listed = (await scim.get(f'/Users?filter=userName eq "{user["userName"]}"')).json()
     assert listed["Resources"][0]["groups"][0]["value"] == group["id"]
