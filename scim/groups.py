@@ -200,10 +200,10 @@ class GroupService(ResourceService):
         """RFC 7644 §3.3: create the group, then add any members it was posted with."""
         group_body, members = _take_members(body)
         stored = await super().create(group_body)
-        if not members:
-            return stored
+        if not members:  # known empty: the response needs no read of member edges
+            return dataclasses.replace(stored, document={**stored.document, "members": []})
         wanted = dict(members)
-        etag, skipped = await self._membership.change(stored, stored.document, add=wanted)
+        etag, skipped = await self._membership.change(stored, add=wanted)
         added = [_entry(m, display) for m, display in wanted.items() if m not in skipped]
         return StoredResource(stored.id, {**stored.document, "members": added}, etag)
 
@@ -250,21 +250,16 @@ class GroupService(ResourceService):
                 add = {m: d for m, d in add.items() if m not in existing or existing[m] != d}
             if not add and not remove:
                 return current
-            document = self._touched(current.document)
             try:
-                etag, _ = await self._membership.change(current, document, add=add, remove=remove)
+                etag, _ = await self._membership.change(
+                    current, add=add, remove=remove, conditional=if_match is not None
+                )
             except PreconditionFailedError:
                 if if_match is not None:
                     raise
                 continue
-            return StoredResource(current.id, document, etag)
+            return dataclasses.replace(current, etag=etag)
         raise ConflictError(f"The group was changed by concurrent requests {WRITE_ATTEMPTS} times; retry.")
-
-    def _touched(self, document: dict[str, Any]) -> dict[str, Any]:
-        """The group document with ``meta.lastModified`` set to now (RFC 7643 §3.1)."""
-        meta = dict(document.get("meta") or {})
-        meta["lastModified"] = self._clock().isoformat().replace("+00:00", "Z")
-        return {**document, "meta": meta}
 
     async def _before_delete(self, current: StoredResource) -> StoredResource:
         """Remove every membership first, in the order of ``scim.membership``."""

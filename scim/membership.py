@@ -46,7 +46,6 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from scim.repository import Repository, ReverseEdge, StoredResource
 
@@ -81,14 +80,15 @@ class Membership:
     async def change(
         self,
         group: StoredResource,
-        document: dict[str, Any],
         *,
         add: Mapping[str, str | None] | None = None,
         remove: Sequence[str] = (),
+        conditional: bool = False,
     ) -> tuple[str, set[str]]:
         """Add (id → display) and remove members of ``group``; return its new ETag and the skipped ids.
 
-        ``document`` is the group row to write (its ``lastModified`` updated).
+        With ``conditional``, the member write fails unless the group is still
+        at ``group.etag`` (the client's ``If-Match``).
 
         Raises:
             PreconditionFailedError: The group changed meanwhile; retry from a fresh read.
@@ -110,7 +110,11 @@ class Membership:
             leaving = [u for u in leaving if u not in not_members]
 
         etag = await self._repository.write_member_edges(
-            group, document, add={u: add[u] for u in wanted}, remove=leaving
+            group.id,
+            modified=self._clock().isoformat().replace("+00:00", "Z"),
+            add={u: add[u] for u in wanted},
+            remove=leaving,
+            if_match=group.etag if conditional else None,
         )
 
         if wanted:  # phase 3 of an add

@@ -132,16 +132,17 @@ class Repository(Protocol):
 
     async def write_member_edges(
         self,
-        group: StoredResource,
-        document: dict[str, Any],
+        group_id: str,
         *,
+        modified: str,
         add: Mapping[str, str | None] | None = None,
         remove: Sequence[str] = (),
+        if_match: str | None = None,
     ) -> str:
-        """Add (id → display) and remove member edges, rewriting the group row conditionally; return its ETag.
+        """Add (id → display) and remove member edges, touching the group row; return its ETag.
 
         Raises:
-            PreconditionFailedError: The group changed meanwhile.
+            PreconditionFailedError: ``if_match`` (a storage ETag) no longer matches.
             NotFoundError: The group was deleted meanwhile.
         """
         ...

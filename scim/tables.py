@@ -492,35 +492,39 @@ class TableRepository:
 
     async def write_member_edges(
         self,
-        group: StoredResource,
-        document: dict[str, Any],
+        group_id: str,
         *,
+        modified: str,
         add: Mapping[str, str | None] | None = None,
         remove: Sequence[str] = (),
+        if_match: str | None = None,
     ) -> str:
-        """Upsert (id → display) and delete member edges of ``group``, its row rewritten in every batch.
+        """Upsert (id → display) and delete member edges of a group; return the group's ETag.
 
-        Each batch carries the group row conditional on the ETag the previous
-        batch produced, so a concurrent change of the group fails this one with
-        412 (the caller re-reads and retries; edge writes are idempotent).
-        Returns the group's final ETag.
+        Every batch also MERGEs the group row's membership timestamp ``ml``
+        with ``If-Match: *``: the batch fails if the group is gone, and the
+        row's ETag changes, so a concurrent DELETE of the group retries and
+        sees the new edges. Concurrent member changes never conflict with each
+        other; ``if_match`` makes the first batch conditional on the client's version.
 
         Raises:
-            PreconditionFailedError: The group changed meanwhile.
+            PreconditionFailedError: ``if_match`` no longer matches.
             NotFoundError: The group was deleted meanwhile.
         """
         edges: list[tuple[Any, ...]] = [
-            ("upsert", self._member_row(group.id, u, display), {"mode": UpdateMode.REPLACE})
+            ("upsert", self._member_row(group_id, u, display), {"mode": UpdateMode.REPLACE})
             for u, display in (add or {}).items()
-        ] + [("delete", self._row(_GROUP, f"{_MEMBER}{group.id}:{u}")) for u in remove]
-        etag = group.etag
-        row = self._row(_GROUP, _RESOURCE + group.id, t="r", **_split(document))
+        ] + [("delete", self._row(_GROUP, f"{_MEMBER}{group_id}:{u}")) for u in remove]
+        touch = self._row(_GROUP, _RESOURCE + group_id, ml=modified)
+        condition = _MUST_EXIST_MERGE
+        if if_match is not None:
+            condition = {**_if_unchanged(if_match), "mode": UpdateMode.MERGE}
+        etag = ""
         for chunk in _chunks(edges, BATCH - 1) if edges else [[]]:
-            operations = [("update", row, _if_match(etag)), *chunk]
-            results, dropped = await self._submit_dropping_missing(operations)
+            results, dropped = await self._submit_dropping_missing([("update", touch, condition), *chunk])
             if 0 in dropped:  # the group row itself is gone
-                raise NotFoundError(f"Group {group.id} not found.")
-            etag = str(results[0]["etag"])
+                raise NotFoundError(f"Group {group_id} not found.")
+            etag, condition = str(results[0]["etag"]), _MUST_EXIST_MERGE
         return etag
 
     def _member_row(self, group_id: str, user_id: str, display: str | None) -> dict[str, Any]:
@@ -583,9 +587,20 @@ def _if_match(etag: str) -> dict[str, Any]:
 
 
 def _stored(resource_id: str, entity: Any) -> StoredResource:
-    """The StoredResource of a resource row (without its edges)."""
+    """The StoredResource of a resource row (without its edges).
+
+    A group's member writes record their time in ``ml`` rather than rewriting
+    the document (which would race with renames); it is the group's
+    ``meta.lastModified`` when later than the document's.
+    """
+    document = _join(entity)
+    members_modified = entity.get("ml")
+    meta = document.get("meta")
+    if isinstance(members_modified, str) and isinstance(meta, dict):
+        if members_modified > str(meta.get("lastModified", "")):
+            document["meta"] = {**meta, "lastModified": members_modified}
     return StoredResource(
-        resource_id, _join(entity), str(entity.metadata["etag"]), deleting=bool(entity.get("deleting"))
+        resource_id, document, str(entity.metadata["etag"]), deleting=bool(entity.get("deleting"))
     )
 
 

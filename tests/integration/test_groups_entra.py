@@ -64,7 +64,7 @@ async def test_create_group_as_entra_sends_it(scim):
     assert group["displayName"] == "Sales EMEA" and group["externalId"] == body["externalId"]
     assert group["meta"]["resourceType"] == "Group"
     assert response.headers["Location"].endswith(f"/scim/v2/Groups/{group['id']}")
-    assert "members" not in group
+    assert group.get("members", []) == []
 
 
 async def test_match_by_display_name_case_insensitive_without_members(scim):

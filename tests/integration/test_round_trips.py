@@ -95,3 +95,79 @@ async def test_discovery_costs_no_storage_round_trip(scim, store):
     for path in ("/ServiceProviderConfig", "/Schemas", "/ResourceTypes"):
         response, trips = await measure(store, lambda path=path: scim.get(path))
         assert response.status == 200 and trips == 0
+
+
+# -- groups (issue 3 budgets) -------------------------------------------------------
+
+
+def add_cost(k: int) -> int:
+    """Read + phase 1 (2 ops per member) + phase 2 (group row + 99 edges) + phase 3 (2 ops per member)."""
+    return 1 + -(-k // 50) + -(-k // 99) + -(-k // 50)
+
+
+def remove_cost(k: int) -> int:
+    """Read + phase 1 (1 op per member) + phase 2 (group row + 99 edges) + phase 3 (1 op per member)."""
+    return 1 + -(-k // 100) + -(-k // 99) + -(-k // 100)
+
+
+async def test_group_budgets(scim, store):
+    from tests.integration.test_groups_entra import create_group, members_of
+
+    ids = [(await scim.post("/Users", entra_user())).json()["id"] for _ in range(150)]
+    group = await create_group(scim, displayName="Budget Group")
+    gid = group["id"]
+
+    response, trips = await measure(store, lambda: scim.post("/Groups", {"displayName": "Another"}))
+    assert response.status == 201 and trips == 1
+
+    response, trips = await measure(store, lambda: scim.get(f"/Groups/{gid}?excludedAttributes=members"))
+    assert response.status == 200 and trips == 1
+
+    query = '/Groups?excludedAttributes=members&filter=displayName eq "budget GROUP"'
+    response, trips = await measure(store, lambda: scim.get(query))
+    assert response.json()["totalResults"] == 1 and trips == 2
+
+    added = 0
+    for k in (1, 49, 100):
+        chunk = ids[added : added + k]
+        added += k
+        body = patch({"op": "Add", "path": "members", "value": members_of(*chunk)})
+        response, trips = await measure(store, lambda body=body: scim.patch(f"/Groups/{gid}", body))
+        assert response.status == 204 and trips == add_cost(k), (k, store.round_trips.requests)
+        group_partition = [r for r in store.round_trips.requests if r.startswith("POST")]
+        assert len(group_partition) == add_cost(k) - 1  # every write is a batch
+
+    response, trips = await measure(store, lambda: scim.get(f"/Groups/{gid}?excludedAttributes=members"))
+    assert trips == 1  # whatever the group's size
+
+    response, trips = await measure(store, lambda: scim.get(f"/Groups/{gid}"))
+    assert len(response.json()["members"]) == 150 and trips == 2  # row + one page of member edges
+
+    response, trips = await measure(store, lambda: scim.get(f"/Users/{ids[0]}"))
+    assert response.json()["groups"][0]["value"] == gid and trips == 1  # groups ride in the user's read
+
+    for k in (1, 99):
+        chunk = ids[:k] if k == 1 else ids[1 : 1 + k]
+        body = patch({"op": "Remove", "path": "members", "value": members_of(*chunk)})
+        response, trips = await measure(store, lambda body=body: scim.patch(f"/Groups/{gid}", body))
+        assert response.status == 204 and trips == remove_cost(k), (k, store.round_trips.requests)
+
+    rename = patch({"op": "Replace", "path": "displayName", "value": "Renamed"})
+    response, trips = await measure(store, lambda: scim.patch(f"/Groups/{gid}", rename))
+    assert response.status == 204 and trips == 2
+
+
+async def test_deleting_a_user_costs_in_proportion_to_its_groups(scim, store):
+    from tests.integration.test_groups_entra import create_group, members_of
+
+    crowd = [(await scim.post("/Users", entra_user())).json()["id"] for _ in range(120)]
+    for groups in (0, 3, 7):
+        user = (await scim.post("/Users", entra_user())).json()["id"]
+        for _ in range(groups):
+            group = await create_group(scim)  # each group also holds 120 other members
+            body = patch({"op": "Add", "path": "members", "value": members_of(user, *crowd)})
+            await scim.patch(f"/Groups/{group['id']}", body)
+        response, trips = await measure(store, lambda user=user: scim.delete(f"/Users/{user}"))
+        assert response.status == 204
+        # read + (flag + member-edge deletes when in groups) + final transaction
+        assert trips == (2 if groups == 0 else 4), (groups, store.round_trips.requests)
