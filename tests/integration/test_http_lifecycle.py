@@ -120,3 +120,38 @@ def test_401_over_http(http_base_url):
 
 def test_route_literals_are_case_insensitive(client):
     assert client.get("/users?count=1").status_code == 200
+
+
+def test_entra_group_lifecycle_over_http(client):
+    from tests.integration.test_groups_entra import entra_group
+
+    members = [client.post("/Users", **scim_json(entra_user())).json()["id"] for _ in range(3)]
+    name = f"Engineering {uuid.uuid4().hex[:6]}"
+    probe = client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{name}"'})
+    assert probe.json()["totalResults"] == 0
+    created = client.post("/Groups", **scim_json(entra_group(name)))
+    assert created.status_code == 201, created.text
+    gid = created.json()["id"]
+
+    def patch_group(ops, flag=False):
+        url = f"/Groups/{gid}" + ("?aadOptscim062020" if flag else "")
+        response = client.patch(url, **scim_json({"schemas": [PATCH_OP], "Operations": ops}))
+        assert response.status_code == 204, response.text
+        assert response.content == b""
+
+    patch_group([{"op": "Add", "path": "members", "value": [{"$ref": None, "value": m} for m in members]}])
+    patch_group([{"op": "Remove", "path": "members", "value": [{"$ref": None, "value": members[0]}]}])
+    patch_group([{"op": "remove", "path": f'members[value eq "{members[1]}"]'}], flag=True)
+    patch_group([{"op": "Replace", "path": "displayName", "value": name + " (renamed)"}])
+
+    lean = client.get(f"/Groups/{gid}", params={"excludedAttributes": "members"}).json()
+    assert lean["displayName"] == name + " (renamed)" and "members" not in lean
+    full = client.get(f"/Groups/{gid}").json()
+    assert [m["value"] for m in full["members"]] == [members[2]]
+    assert client.get(f"/Users/{members[2]}").json()["groups"][0]["value"] == gid
+    match = client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{name.upper()} (RENAMED)"'})
+    assert [g["id"] for g in match.json()["Resources"]] == [gid]
+
+    assert client.delete(f"/Groups/{gid}").status_code == 204
+    assert client.get(f"/Groups/{gid}").status_code == 404
+    assert "groups" not in client.get(f"/Users/{members[2]}").json()
