@@ -127,7 +127,9 @@ def test_entra_group_lifecycle_over_http(client):
 
     members = [client.post("/Users", **scim_json(entra_user())).json()["id"] for _ in range(3)]
     name = f"Engineering {uuid.uuid4().hex[:6]}"
-    probe = client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{name}"'})
+    probe = client.get(
+        "/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{name}"'}
+    )
     assert probe.json()["totalResults"] == 0
     created = client.post("/Groups", **scim_json(entra_group(name)))
     assert created.status_code == 201, created.text
@@ -149,7 +151,10 @@ def test_entra_group_lifecycle_over_http(client):
     full = client.get(f"/Groups/{gid}").json()
     assert [m["value"] for m in full["members"]] == [members[2]]
     assert client.get(f"/Users/{members[2]}").json()["groups"][0]["value"] == gid
-    match = client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{name.upper()} (RENAMED)"'})
+    match = client.get(
+        "/Groups",
+        params={"excludedAttributes": "members", "filter": f'displayName eq "{name.upper()} (RENAMED)"'},
+    )
     assert [g["id"] for g in match.json()["Resources"]] == [gid]
 
     assert client.delete(f"/Groups/{gid}").status_code == 204

@@ -36,7 +36,9 @@ async def test_ten_thousand_member_group(scim, store):
 
     async def add(chunk: list[str]) -> None:
         async with limit:
-            response = await scim.patch(path, patch({"op": "Add", "path": "members", "value": members_of(*chunk)}))
+            response = await scim.patch(
+                path, patch({"op": "Add", "path": "members", "value": members_of(*chunk)})
+            )
             assert response.status == 204
 
     chunks = [ids[i : i + PER_PATCH] for i in range(0, SIZE, PER_PATCH)]
@@ -50,7 +52,9 @@ async def test_ten_thousand_member_group(scim, store):
     assert trips == 1 + SIZE // 1000  # the row, then one round trip per 1,000 member edges
 
     lean, lean_trips = await measure(store, lambda: scim.get(f"{path}?excludedAttributes=members"))
-    _, empty_trips = await measure(store, lambda: scim.get(f"/Groups/{empty['id']}?excludedAttributes=members"))
+    _, empty_trips = await measure(
+        store, lambda: scim.get(f"/Groups/{empty['id']}?excludedAttributes=members")
+    )
     assert "members" not in lean.json() and lean_trips == empty_trips == 1
     assert len(lean.body) < 1_000
 
