@@ -70,6 +70,24 @@ async def group(req: func.HttpRequest) -> func.HttpResponse:
     return await _call("group", req)
 
 
+@app.route(route="v2/Users/.search", methods=["POST"])
+async def users_search(req: func.HttpRequest) -> func.HttpResponse:
+    """RFC 7644 §3.4.3 search of users (the {id} route takes no POST, so no collision)."""
+    return await _call("users_search", req)
+
+
+@app.route(route="v2/Groups/.search", methods=["POST"])
+async def groups_search(req: func.HttpRequest) -> func.HttpResponse:
+    """RFC 7644 §3.4.3 search of groups."""
+    return await _call("groups_search", req)
+
+
+@app.route(route="v2/.search", methods=["POST"])
+async def root_search(req: func.HttpRequest) -> func.HttpResponse:
+    """RFC 7644 §3.4.3 search across resource types."""
+    return await _call("root_search", req)
+
+
 @app.route(route="v2/ServiceProviderConfig", methods=ALL_METHODS)
 async def service_provider_config(req: func.HttpRequest) -> func.HttpResponse:
     """RFC 7644 §4 service provider configuration (405 for other methods)."""

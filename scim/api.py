@@ -25,11 +25,11 @@ from scim.config import Settings
 from scim.discovery import Discovery
 from scim.errors import (
     InternalError,
+    InvalidFilterError,
     InvalidSyntaxError,
     InvalidValueError,
     MethodNotAllowedError,
     NotFoundError,
-    NotSupportedError,
     PayloadTooLargeError,
     ScimError,
     UnsupportedMediaTypeError,
@@ -38,7 +38,7 @@ from scim.groups import GroupService
 from scim.membership import Membership
 from scim.repository import Repository, StoredResource
 from scim.resources import GROUP, USER, ResourceKind
-from scim.service import ListResult, ResourceService, matches_if_match, version_of
+from scim.service import ListResult, Query, ResourceService, matches_if_match, version_of
 from scim.users import UserService
 
 __all__ = ["Request", "Response", "ScimApi", "error_response"]
@@ -166,6 +166,56 @@ class ScimApi:
         """``/Groups/{id}``: GET, PUT, PATCH (204: member lists are never echoed), DELETE."""
         return await self._guard(request, "/Groups/{id}", self._item(self._groups))
 
+    async def users_search(self, request: Request) -> Response:
+        """``POST /Users/.search`` (RFC 7644 §3.4.3)."""
+        return await self._guard(request, "/Users/.search", lambda r: self._search(self._users, r))
+
+    async def groups_search(self, request: Request) -> Response:
+        """``POST /Groups/.search`` (RFC 7644 §3.4.3)."""
+        return await self._guard(request, "/Groups/.search", lambda r: self._search(self._groups, r))
+
+    async def root_search(self, request: Request) -> Response:
+        """``POST /.search`` across resource types (RFC 7644 §3.4.3).
+
+        The filter is applied to each type; an attribute a type does not have
+        makes the filter false for it (§3.4.2.1). Results list users, then
+        groups; index paging only.
+        """
+
+        async def handle(request: Request) -> Response:
+            if request.method != "POST":
+                raise MethodNotAllowedError(allow=("POST",))
+            body = _json_body(request)
+            if not isinstance(body, dict):
+                raise InvalidSyntaxError("The body must be a SearchRequest JSON object.")
+            if any(key.lower() == "cursor" for key in body):
+                raise InvalidValueError(
+                    "Cursor pagination is not offered at the root /.search; use startIndex."
+                )
+            return await self._search_everywhere(request, body)
+
+        return await self._guard(request, "/.search", handle)
+
+    async def _search_everywhere(self, request: Request, body: dict[str, Any]) -> Response:
+        queries: list[tuple[ResourceService, Query]] = []
+        errors: list[InvalidFilterError] = []
+        services: tuple[ResourceService, ...] = (self._users, self._groups)
+        for service in services:
+            try:
+                queries.append((service, service.parse_query(body)))
+            except InvalidFilterError as error:
+                errors.append(error)
+        if not queries:
+            raise errors[0]
+        start, count = queries[0][1].start_index, queries[0][1].count
+        base_url, rendered = self._base_url(request), []
+        for searched, query in queries:
+            everything = Query(query.request, 1, self._settings.max_scan)
+            for stored in (await searched.query(everything)).resources:
+                rendered.append(await self._render(searched, stored, base_url, query.request))
+        page = rendered[start - 1 : start - 1 + count]
+        return _json_response(200, _list_payload(ListResult([], len(rendered), start), page))
+
     def _collection(self, service: ResourceService) -> Handler:
         async def handle(request: Request) -> Response:
             if request.method == "GET":
@@ -205,19 +255,24 @@ class ScimApi:
 
     async def _query(self, service: ResourceService, request: Request) -> Response:
         query = service.parse_query(_query_parameters(request.query))
+        return await self._list_response(service, request, query)
+
+    async def _search(self, service: ResourceService, request: Request) -> Response:
+        """RFC 7644 §3.4.3: a query sent as a SearchRequest body (POST ``/.search``)."""
+        if request.method != "POST":
+            raise MethodNotAllowedError(allow=("POST",))
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            raise InvalidSyntaxError("The body must be a SearchRequest JSON object.")
+        return await self._list_response(service, request, service.parse_query(body))
+
+    async def _list_response(self, service: ResourceService, request: Request, query: Query) -> Response:
         result: ListResult = await service.query(query)
         base_url = self._base_url(request)
         resources = [
             await self._render(service, stored, base_url, query.request) for stored in result.resources
         ]
-        payload: dict[str, Any] = {
-            "schemas": [_LIST_RESPONSE],
-            "totalResults": result.total,
-            "startIndex": result.start_index,
-            "itemsPerPage": len(resources),
-            "Resources": resources,
-        }
-        return _json_response(200, payload)
+        return _json_response(200, _list_payload(result, resources))
 
     async def _render(
         self,
@@ -286,15 +341,29 @@ class ScimApi:
         return await self._guard(request, "/Schemas", handle)
 
     async def unknown_endpoint(self, request: Request) -> Response:
-        """Any path no SCIM route serves: 404 (RFC 7644 §3.12), 501 for ``/.search`` (§3.4.3)."""
+        """Any path no SCIM route serves: 404 (RFC 7644 §3.12); 405 for a ``GET /.search``."""
 
         async def handle(request: Request) -> Response:
             path = urlsplit(request.url).path
             if path.rstrip("/").lower().endswith("/.search"):
-                raise NotSupportedError("POST /.search is not supported yet; use GET with a filter.")
+                raise MethodNotAllowedError(allow=("POST",))
             raise NotFoundError(f"No SCIM endpoint at {path}.")
 
         return await self._guard(request, "(unknown)", handle)
+
+
+def _list_payload(result: ListResult, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ListResponse (RFC 7644 §3.4.2; RFC 9865 §2 for ``nextCursor``)."""
+    payload: dict[str, Any] = {"schemas": [_LIST_RESPONSE]}
+    if result.total is not None:
+        payload["totalResults"] = result.total
+    if result.start_index is not None:
+        payload["startIndex"] = result.start_index
+    payload["itemsPerPage"] = len(resources)
+    if result.next_cursor is not None:
+        payload["nextCursor"] = result.next_cursor
+    payload["Resources"] = resources
+    return payload
 
 
 def _wanted(kind: ResourceKind, parameters: ResponseParameters[Any] | None) -> Callable[[str], bool]:
@@ -367,6 +436,9 @@ _QUERY_NAMES = {
     "count": "count",
     "attributes": "attributes",
     "excludedattributes": "excludedAttributes",
+    "sortby": "sortBy",
+    "sortorder": "sortOrder",
+    "cursor": "cursor",
 }
 
 

@@ -20,6 +20,7 @@ from scim2_models import (
     ETag,
     Filter,
     Meta,
+    Pagination,
     Patch,
     ResourceType,
     Schema,
@@ -78,7 +79,14 @@ class Discovery:
             bulk=Bulk(supported=False, max_operations=0, max_payload_size=0),
             filter=Filter(supported=True, max_results=self._max_results),
             change_password=ChangePassword(supported=False),
-            sort=Sort(supported=False),
+            sort=Sort(supported=True),
+            pagination=Pagination(
+                cursor=True,
+                index=True,
+                default_pagination_method=Pagination.DefaultPaginationMethod.index,
+                default_page_size=self._max_results,
+                max_page_size=self._max_results,
+            ),
             etag=ETag(supported=True),
             authentication_schemes=[
                 AuthenticationScheme(

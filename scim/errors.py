@@ -15,6 +15,7 @@ Errors raised by scim2-models and pydantic are translated into this tree by
     ├── InvalidPathError               400 invalidPath     §3.5.2
     ├── NoTargetError                  400 noTarget        §3.5.2
     ├── InvalidValueError              400 invalidValue    §3.12
+    ├── InvalidCursorError             400 invalidCursor   RFC 9865 §2.2
     ├── MutabilityError                400 mutability      §3.5.2
     ├── UnauthorizedError              401                 §3.12
     ├── NotFoundError                  404                 §3.12
@@ -39,6 +40,7 @@ from scim2_models import Error, SCIMException
 __all__ = [
     "ConflictError",
     "InternalError",
+    "InvalidCursorError",
     "InvalidFilterError",
     "InvalidPathError",
     "InvalidSyntaxError",
@@ -132,6 +134,13 @@ class InvalidValueError(ScimError):
 
     scim_type = "invalidValue"
     default_detail = "A value in the request is not valid."
+
+
+class InvalidCursorError(ScimError):
+    """The ``cursor`` is not one this service issued (RFC 9865 §2.2)."""
+
+    scim_type = "invalidCursor"
+    default_detail = "The cursor is not valid; start again with an empty cursor."
 
 
 class MutabilityError(ScimError):
@@ -250,6 +259,7 @@ _BY_SCIM_TYPE: dict[str, type[ScimError]] = {
         InvalidPathError,
         NoTargetError,
         InvalidValueError,
+        InvalidCursorError,
         MutabilityError,
         UniquenessError,
     )

@@ -110,8 +110,8 @@ class Repository(Protocol):
         """
         ...
 
-    def scan(self, kind: str) -> AsyncIterator[StoredResource]:
-        """Every resource of ``kind``, in storage order (for filters no index answers)."""
+    def scan(self, kind: str, *, after: str | None = None) -> AsyncIterator[StoredResource]:
+        """Every resource of ``kind`` in id order, optionally after the resource ``after``."""
         ...
 
     async def count(self, kind: str) -> int:

@@ -15,8 +15,10 @@ delete 2 (read + one conditional transaction).
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
+import json
 import random
 import uuid
 from collections.abc import Callable, Iterable
@@ -32,6 +34,7 @@ from scim import entra
 from scim.errors import (
     ConflictError,
     InternalError,
+    InvalidCursorError,
     InvalidSyntaxError,
     NotFoundError,
     PreconditionFailedError,
@@ -45,9 +48,12 @@ from scim.resources import ENTRA_POLICY, ResourceKind
 __all__ = [
     "WRITE_ATTEMPTS",
     "ListResult",
+    "Query",
     "ResourceService",
     "back_off",
     "check_precondition",
+    "decode_cursor",
+    "encode_cursor",
     "matches_if_match",
     "version_of",
 ]
@@ -86,20 +92,55 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class ListResult:
-    """One page of a query (RFC 7644 §3.4.2): the page and the total match count."""
+    """One page of a query (RFC 7644 §3.4.2; RFC 9865 for cursors).
 
-    total: int
-    start_index: int
+    ``total`` is None when a cursor page does not know it (RFC 9865 §2 makes
+    ``totalResults`` optional), and ``start_index`` is None for cursor pages.
+    """
+
     resources: list[StoredResource]
+    total: int | None
+    start_index: int | None = None
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True)
 class Query:
-    """A parsed, validated query: filter, paging and attribute selection."""
+    """A parsed, validated query: filter, sorting, paging and attribute selection."""
 
     request: SearchRequest[Any]
     start_index: int
     count: int
+    cursor: dict[str, Any] | None = None
+    """The decoded ``cursor`` (``{}`` for the first page), or None for index paging."""
+
+
+def encode_cursor(state: dict[str, Any]) -> str:
+    """An opaque RFC 9865 cursor: base64url JSON, only unreserved characters (RFC 3986 §2.3)."""
+    raw = json.dumps(state, separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    """The state of a cursor issued by :func:`encode_cursor`.
+
+    A cursor only says where to resume, so a forged one can do no more than
+    start elsewhere.
+
+    Raises:
+        InvalidCursorError: Not a cursor this service issued.
+    """
+    if cursor == "":
+        return {}
+    try:
+        state = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursorError() from None
+    valid_after = isinstance(state, dict) and isinstance(state.get("a", ""), str)
+    valid_offset = isinstance(state, dict) and isinstance(state.get("o", 0), int) and state.get("o", 0) >= 0
+    if not (valid_after and valid_offset) or (state.keys() - {"a", "o"}):
+        raise InvalidCursorError()
+    return dict(state)
 
 
 class ResourceService:
@@ -192,10 +233,13 @@ class ResourceService:
         return stored
 
     def parse_query(self, parameters: dict[str, Any]) -> Query:
-        """Validate ``filter``, ``startIndex``, ``count``, ``attributes`` (§3.4.2, §3.9).
+        """Validate a query (§3.4.2): filter, sortBy/sortOrder, startIndex/count or cursor, attributes.
+
+        ``parameters`` are the GET query parameters or a POST /.search body.
 
         Raises:
             InvalidFilterError: Bad filter syntax or an unknown attribute.
+            InvalidCursorError: A cursor this service did not issue.
         """
         try:
             request = SearchRequest[self.kind.model].model_validate(  # type: ignore[name-defined]
@@ -204,23 +248,74 @@ class ResourceService:
         except (ValidationError, SCIMException) as error:
             raise from_library_error(error) from error
         count = self._max_page_size if request.count is None else min(request.count, self._max_page_size)
-        return Query(request, request.start_index or 1, max(count, 0))
+        cursor = decode_cursor(request.cursor) if request.cursor is not None else None
+        return Query(request, request.start_index or 1, max(count, 0), cursor)
 
     async def query(self, query: Query) -> ListResult:
-        """RFC 7644 §3.4.2: filter, then page by ``startIndex``/``count``.
+        """RFC 7644 §3.4.2: filter, sort, then page by ``startIndex``/``count`` or by cursor.
 
         Raises:
-            TooManyError: A filter no index answers would examine too many resources.
+            TooManyError: A filter no index answers, or a sort, would examine too many resources.
         """
         request = query.request
-        if request.filter is None:
+        if query.cursor is not None and request.sort_by is None and not self._indexed(request):
+            return await self._keyset_page(query, query.cursor)
+        if request.filter is None and request.sort_by is None:
             return await self._list_all(query)
-        candidates = await self._candidates(request.filter.ast)
+        matches = self._sorted(request, await self._matches(request))
+        if query.cursor is not None:
+            offset = int(query.cursor.get("o", 0))
+            end = offset + query.count
+            more = encode_cursor({"o": end}) if end < len(matches) else None
+            return ListResult(matches[offset:end], len(matches), next_cursor=more)
+        page = matches[query.start_index - 1 : query.start_index - 1 + query.count]
+        return ListResult(page, len(matches), query.start_index)
+
+    def _indexed(self, request: SearchRequest[Any]) -> bool:
+        return request.filter is not None and _index_term(request.filter.ast, self.kind) is not None
+
+    async def _matches(self, request: SearchRequest[Any]) -> list[StoredResource]:
+        """Every resource the filter matches (all of them without a filter), bounded."""
+        candidates = await self._candidates(request.filter.ast if request.filter is not None else None)
+        if request.filter is None:
+            return candidates
         if self._filter_needs_expansion(str(request.filter)):
             candidates = [await self.expand(c, lambda _: True) for c in candidates]
-        matches = [c for c in candidates if request.filter.match(self._load(c))]
-        page = matches[query.start_index - 1 : query.start_index - 1 + query.count]
-        return ListResult(len(matches), query.start_index, page)
+        return [c for c in candidates if request.filter.match(self._load(c))]
+
+    def _sorted(self, request: SearchRequest[Any], matches: list[StoredResource]) -> list[StoredResource]:
+        """RFC 7644 §3.4.2.3 ``sortBy``/``sortOrder``, with scim2-models' ordering rules."""
+        if request.sort_by is None:
+            return matches
+        by_id = {stored.id: stored for stored in matches}
+        ordered = request.sort([self._load(stored) for stored in matches])
+        return [by_id[str(resource.id)] for resource in ordered]
+
+    async def _keyset_page(self, query: Query, state: dict[str, Any]) -> ListResult:
+        """RFC 9865 cursor page resuming after the last id returned.
+
+        Examines at most ``max_scan`` resources per request: a sparse filter
+        returns a short page (possibly empty) with a cursor to continue, never
+        ``tooMany``. ``totalResults`` is omitted, as counting would cost a full scan.
+        """
+        request, examined, more = query.request, 0, False
+        page: list[StoredResource] = []
+        last: str | None = None
+        async for stored in self._repository.scan(self.kind.name, after=state.get("a")):
+            if len(page) == query.count or examined == self._max_scan:
+                more = True
+                break
+            examined, last = examined + 1, stored.id
+            if request.filter is None or await self._matches_one(request, stored):
+                page.append(stored)
+        return ListResult(page, None, next_cursor=encode_cursor({"a": last}) if more and last else None)
+
+    async def _matches_one(self, request: SearchRequest[Any], stored: StoredResource) -> bool:
+        if request.filter is None:
+            return True
+        if self._filter_needs_expansion(str(request.filter)):
+            stored = await self.expand(stored, lambda _: True)
+        return bool(request.filter.match(self._load(stored)))
 
     async def _list_all(self, query: Query) -> ListResult:
         total = await self._repository.count(self.kind.name)
@@ -234,15 +329,15 @@ class ResourceService:
                 page.append(stored)
                 if len(page) == query.count:
                     break
-        return ListResult(total, query.start_index, page)
+        return ListResult(page, total, query.start_index)
 
     def _filter_needs_expansion(self, text: str) -> bool:
         """Whether a filter names an attribute that :meth:`expand` provides."""
         return False
 
-    async def _candidates(self, node: FilterNode) -> list[StoredResource]:
-        """The resources a filter can match: by index when an ``eq`` allows it."""
-        lookup = _index_term(node, self.kind)
+    async def _candidates(self, node: FilterNode | None) -> list[StoredResource]:
+        """The resources a filter can match: by index when an ``eq`` allows it, else a bounded scan."""
+        lookup = _index_term(node, self.kind) if node is not None else None
         if lookup is not None:
             attribute, value = lookup
             if attribute == "id":
@@ -260,8 +355,8 @@ class ResourceService:
             scanned.append(stored)
             if len(scanned) > self._max_scan:
                 raise TooManyError(
-                    f"The filter needs more than {self._max_scan:,} {self.kind.name} resources "
-                    "examined; filter on id, userName or externalId with 'eq'."
+                    f"The query needs more than {self._max_scan:,} {self.kind.name} resources examined; "
+                    "filter with 'eq' on id or a unique attribute, or page with a cursor (RFC 9865)."
                 )
         return scanned
 

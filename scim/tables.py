@@ -416,15 +416,17 @@ class TableRepository:
         if 0 in dropped:
             raise NotFoundError(f"{kind} {current.id} not found.")
 
-    async def scan(self, kind: str) -> AsyncIterator[StoredResource]:
-        """Resource rows of one partition with their reverse edges, page by page.
+    async def scan(self, kind: str, *, after: str | None = None) -> AsyncIterator[StoredResource]:
+        """Resource rows of one partition with their reverse edges, in id order, page by page.
 
-        A resource's edges sort right after its row, so each resource is
-        yielded once the next one (or the end) is reached.
+        ``after`` (an id) resumes after that resource: keyset pagination for
+        cursors (RFC 9865). A resource's edges sort right after its row, so each
+        resource is yielded once the next one (or the end) is reached.
         """
+        low = _RESOURCE + after + "|~" if after is not None else _RESOURCE
         rows = self._query(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-            {"pk": self._partition(kind), "lo": _RESOURCE, "hi": _RESOURCE_END},
+            "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
+            {"pk": self._partition(kind), "lo": low, "hi": _RESOURCE_END},
         )
         current: StoredResource | None = None
         async for entity in rows:

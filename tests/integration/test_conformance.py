@@ -15,8 +15,8 @@ from tests.conftest import TOKEN
 
 pytestmark = pytest.mark.integration
 
-NOT_YET = {"search_with_attributes"}
-"""Checks skipped on purpose: POST /.search comes with the full protocol (issue 4)."""
+NOT_YET: set[str] = set()
+"""Checks skipped on purpose (none)."""
 
 
 def test_scim2_tester_finds_no_error(dev_server):

@@ -19,7 +19,14 @@ def test_service_provider_config_is_honest():
     assert config["filter"] == {"supported": True, "maxResults": 123}
     assert config["etag"] == {"supported": True}
     assert config["bulk"]["supported"] is False
-    assert config["sort"] == {"supported": False}
+    assert config["sort"] == {"supported": True}
+    assert config["pagination"] == {
+        "cursor": True,
+        "index": True,
+        "defaultPaginationMethod": "index",
+        "defaultPageSize": 123,
+        "maxPageSize": 123,
+    }
     assert config["changePassword"] == {"supported": False}
     assert config["authenticationSchemes"][0]["type"] == "oauthbearertoken"
     assert config["meta"]["location"] == f"{BASE}/ServiceProviderConfig"

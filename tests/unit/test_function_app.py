@@ -40,6 +40,9 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
         "users": ("v2/Users", ("GET", "POST", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "user": ("v2/Users/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "groups": ("v2/Groups", ALL, "anonymous", True),
+        "users_search": ("v2/Users/.search", ("POST",), "anonymous", True),
+        "groups_search": ("v2/Groups/.search", ("POST",), "anonymous", True),
+        "root_search": ("v2/.search", ("POST",), "anonymous", True),
         "group": ("v2/Groups/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "service_provider_config": ("v2/ServiceProviderConfig", ALL, "anonymous", True),
         "resource_types": ("v2/ResourceTypes/{id?}", ALL, "anonymous", True),
@@ -56,7 +59,11 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
         ("POST", "/scim/v2/users", "users"),
         ("PATCH", "/scim/v2/Users/abc", "user"),
         ("POST", "/scim/v2/Users/abc", "zz_unknown_endpoint"),
-        ("POST", "/scim/v2/Users/.search", "zz_unknown_endpoint"),
+        ("POST", "/scim/v2/Users/.search", "users_search"),
+        ("GET", "/scim/v2/Users/.search", "user"),
+        ("POST", "/scim/v2/Groups/.search", "groups_search"),
+        ("POST", "/scim/v2/.search", "root_search"),
+        ("GET", "/scim/v2/.search", "zz_unknown_endpoint"),
         ("GET", "/scim/v2/Schemas", "schemas"),
         ("PATCH", "/scim/v2/Groups/abc", "group"),
         ("GET", "/scim/v2/groups", "groups"),
@@ -142,7 +149,7 @@ async def test_unconfigured_endpoint_says_what_is_missing(monkeypatch):
 async def test_unknown_endpoints_get_scim_errors(runtime):
     response = await function_app.zz_unknown_endpoint(request("GET", "/Nope", route_params={"path": "Nope"}))
     assert response.status_code == 404 and json.loads(response.get_body())["status"] == "404"
-    search = await function_app.zz_unknown_endpoint(request("POST", "/Users/.search"))
-    assert search.status_code == 501
+    search = await function_app.zz_unknown_endpoint(request("GET", "/.search"))
+    assert search.status_code == 405
     wrong = await function_app.schemas(request("DELETE", "/Schemas"))
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET"
