@@ -88,6 +88,12 @@ async def root_search(req: func.HttpRequest) -> func.HttpResponse:
     return await _call("root_search", req)
 
 
+@app.route(route="v2/Bulk", methods=["POST"])
+async def bulk(req: func.HttpRequest) -> func.HttpResponse:
+    """RFC 7644 §3.7 bulk operations."""
+    return await _call("bulk", req)
+
+
 @app.route(route="v2/ServiceProviderConfig", methods=ALL_METHODS)
 async def service_provider_config(req: func.HttpRequest) -> func.HttpResponse:
     """RFC 7644 §4 service provider configuration (405 for other methods)."""

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from scim2_models import Context, ResponseParameters
 
 from scim.auth import authenticate
+from scim.bulk import BulkLimits, Dispatch, SubResponse, process_bulk
 from scim.config import Settings
 from scim.discovery import Discovery
 from scim.errors import (
@@ -47,6 +48,8 @@ log = logging.getLogger("scim.api")
 
 SCIM_JSON = "application/scim+json"
 _LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+BULK_MAX_OPERATIONS = 100
+"""Operations per /Bulk request (``bulk.maxOperations``)."""
 _JSON_TYPES = {"application/scim+json", "application/json"}
 
 
@@ -105,7 +108,11 @@ class ScimApi:
         limits: dict[str, Any] = {"max_page_size": settings.max_page_size, "max_scan": settings.max_scan}
         self._users = UserService(repository, membership=membership, **limits)
         self._groups = GroupService(repository, membership=membership, **limits)
-        self._discovery = Discovery((USER, GROUP), max_results=settings.max_page_size)
+        self._discovery = Discovery(
+            (USER, GROUP),
+            max_results=settings.max_page_size,
+            bulk=(BULK_MAX_OPERATIONS, settings.max_body_bytes),
+        )
 
     # -- plumbing ----------------------------------------------------------
 
@@ -165,6 +172,42 @@ class ScimApi:
     async def group(self, request: Request) -> Response:
         """``/Groups/{id}``: GET, PUT, PATCH (204: member lists are never echoed), DELETE."""
         return await self._guard(request, "/Groups/{id}", self._item(self._groups))
+
+    async def bulk(self, request: Request) -> Response:
+        """``POST /Bulk`` (RFC 7644 §3.7): each operation runs through the same handlers."""
+
+        async def handle(request: Request) -> Response:
+            if request.method != "POST":
+                raise MethodNotAllowedError(allow=("POST",))
+            limits = BulkLimits(BULK_MAX_OPERATIONS, self._settings.max_body_bytes)
+            dispatch = self._bulk_dispatcher(request)
+            status, payload = await process_bulk(_json_body(request), len(request.body), dispatch, limits)
+            return _json_response(status, payload)
+
+        return await self._guard(request, "/Bulk", handle)
+
+    def _bulk_dispatcher(self, outer: Request) -> Dispatch:
+        """Run one bulk operation as a request to ``/Users``, ``/Groups`` or an item of them."""
+        base_url = self._base_url(outer)
+
+        async def dispatch(method: str, path: str, data: Any, headers: Mapping[str, str]) -> SubResponse:
+            segments = [segment for segment in path.split("/") if segment]
+            service = self._users if segments[0] == "Users" else self._groups
+            inner = Request(
+                method=method,
+                url=f"{base_url}{path}",
+                headers={"content-type": SCIM_JSON, **{k.lower(): v for k, v in headers.items()}},
+                route={"id": segments[1]} if len(segments) > 1 else {},
+                body=json.dumps(data).encode("utf-8") if data is not None else b"",
+            )
+            handler = self._item(service) if len(segments) > 1 else self._collection(service)
+            try:
+                response = await handler(inner)
+            except ScimError as error:
+                response = error_response(error)
+            return SubResponse(response.status, response.json(), response.headers)
+
+        return dispatch
 
     async def users_search(self, request: Request) -> Response:
         """``POST /Users/.search`` (RFC 7644 §3.4.3)."""

@@ -23,7 +23,7 @@ _BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 _BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 _ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 _METHODS = ("POST", "PUT", "PATCH", "DELETE")
-_COLLECTIONS = ("users", "groups")
+_COLLECTIONS = {"users": "/Users", "groups": "/Groups"}
 _PREFIX = "bulkId:"
 
 
@@ -54,7 +54,8 @@ class _Operation:
 
     index: int
     method: str
-    path: str
+    collection: str
+    resource_id: str | None
     bulk_id: str | None
     version: str | None
     data: Any
@@ -126,7 +127,7 @@ def _parse_operation(index: int, raw: Any) -> _Operation:
         raise InvalidValueError(f"{where}.method must be POST, PUT, PATCH or DELETE, got {method!r}.")
     method = method.upper()
     path = _field(raw, "path")
-    resource_id = _resource_id(where, path)
+    collection, resource_id = _split_path(where, path)
     if method == "POST" and resource_id is not None:
         raise InvalidValueError(f"{where}: POST must target /Users or /Groups, not {path!r}.")
     if method != "POST" and resource_id is None:
@@ -140,17 +141,17 @@ def _parse_operation(index: int, raw: Any) -> _Operation:
     references = set(_references(data))
     if resource_id is not None and resource_id.startswith(_PREFIX):
         references.add(resource_id.removeprefix(_PREFIX))
-    return _Operation(index, method, path, bulk_id, version, data, frozenset(references))
+    return _Operation(index, method, collection, resource_id, bulk_id, version, data, frozenset(references))
 
 
-def _resource_id(where: str, path: Any) -> str | None:
-    """The ``<id>`` of ``/Users/<id>`` or ``/Groups/<id>``; None for the collection itself."""
+def _split_path(where: str, path: Any) -> tuple[str, str | None]:
+    """``/Users`` or ``/Groups`` (canonical case) and the ``<id>`` after it, if any."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidValueError(f"{where}.path must be a string starting with '/', got {path!r}.")
     parts = path[1:].split("/")
     if parts[0].lower() not in _COLLECTIONS or len(parts) > 2 or (len(parts) == 2 and not parts[1]):
         raise InvalidValueError(f"{where}.path must be /Users, /Groups, /Users/<id> or /Groups/<id>.")
-    return parts[1] if len(parts) == 2 else None
+    return _COLLECTIONS[parts[0].lower()], parts[1] if len(parts) == 2 else None
 
 
 def _optional_text(raw: Mapping[str, Any], name: str, where: str) -> str | None:
@@ -240,8 +241,9 @@ class _Run:
 
     async def _send(self, op: _Operation) -> SubResponse:
         """Dispatch ``op`` with its bulkIds resolved and ``version`` as ``If-Match`` (§3.7, §3.14)."""
-        head, _, last = op.path.rpartition("/")
-        path = f"{head}/{self._created[last.removeprefix(_PREFIX)]}" if last.startswith(_PREFIX) else op.path
+        path = op.collection
+        if op.resource_id is not None:
+            path += "/" + str(_substitute(op.resource_id, self._created))
         headers = {"If-Match": op.version} if op.version else {}
         try:
             return await self._dispatch(op.method, path, _substitute(op.data, self._created), headers)
@@ -250,7 +252,8 @@ class _Run:
 
     def _record(self, op: _Operation, response: SubResponse) -> None:
         self._entries[op.index] = _entry(op, response)
-        self._errors += response.status >= 400
+        if response.status >= 400:
+            self._errors += 1
         if op.method == "POST" and op.bulk_id is not None:
             created = _created_id(response)
             if created is None:

@@ -62,9 +62,12 @@ def _schema_document(schema: Schema, base_url: str) -> dict[str, Any]:
 class Discovery:
     """The three discovery endpoints for a set of resource kinds."""
 
-    def __init__(self, kinds: tuple[ResourceKind, ...], *, max_results: int) -> None:
+    def __init__(
+        self, kinds: tuple[ResourceKind, ...], *, max_results: int, bulk: tuple[int, int] = (100, 1_048_576)
+    ) -> None:
         self._kinds = kinds
         self._max_results = max_results
+        self._bulk = bulk
         self._schemas: list[Schema] = []
         for kind in kinds:
             self._schemas.append(kind.model.to_schema())
@@ -76,7 +79,7 @@ class Discovery:
         config = ServiceProviderConfig(
             documentation_uri=None,
             patch=Patch(supported=True),
-            bulk=Bulk(supported=False, max_operations=0, max_payload_size=0),
+            bulk=Bulk(supported=True, max_operations=self._bulk[0], max_payload_size=self._bulk[1]),
             filter=Filter(supported=True, max_results=self._max_results),
             change_password=ChangePassword(supported=False),
             sort=Sort(supported=True),

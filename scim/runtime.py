@@ -29,6 +29,7 @@ ROUTES: dict[str, Callable[[ScimApi, Request], Awaitable[Response]]] = {
     "users_search": ScimApi.users_search,
     "groups_search": ScimApi.groups_search,
     "root_search": ScimApi.root_search,
+    "bulk": ScimApi.bulk,
     "service_provider_config": ScimApi.service_provider_config,
     "resource_types": ScimApi.resource_types,
     "schemas": ScimApi.schemas,

@@ -117,9 +117,15 @@ class ScimClient:
         segments = [s for s in parts.path.split("/") if s][2:]  # drop "scim", "v2"
         route: dict[str, str] = {}
         name = segments[0].lower()
-        if len(segments) > 1:
+        if segments[-1] == ".search":
+            name = {".search": "root"}.get(name, name) + "/.search"
+        elif len(segments) > 1:
             route["id"] = segments[1]
         handler = {
+            "users/.search": self.api.users_search,
+            "groups/.search": self.api.groups_search,
+            "root/.search": self.api.root_search,
+            "bulk": self.api.bulk,
             "users": self.api.user if len(segments) > 1 else self.api.users,
             "groups": self.api.group if len(segments) > 1 else self.api.groups,
             "serviceproviderconfig": self.api.service_provider_config,

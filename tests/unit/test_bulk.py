@@ -355,10 +355,11 @@ async def test_attribute_names_and_methods_are_case_insensitive():
             "method": "POST",
             "bulkId": "u1",
             "version": 'W/"1"',
-            "location": f"{BASE}/users/user-1",
+            "location": f"{BASE}/Users/user-1",
             "status": "201",
         }
     ]
+    assert scim.paths() == ["POST /Users"]  # passed on in the canonical case
 
 
 async def test_created_id_falls_back_to_location_and_bodiless_errors_get_an_error_body():

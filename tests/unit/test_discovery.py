@@ -18,7 +18,7 @@ def test_service_provider_config_is_honest():
     assert config["patch"] == {"supported": True}
     assert config["filter"] == {"supported": True, "maxResults": 123}
     assert config["etag"] == {"supported": True}
-    assert config["bulk"]["supported"] is False
+    assert config["bulk"] == {"supported": True, "maxOperations": 100, "maxPayloadSize": 1_048_576}
     assert config["sort"] == {"supported": True}
     assert config["pagination"] == {
         "cursor": True,

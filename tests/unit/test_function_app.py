@@ -43,6 +43,7 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
         "users_search": ("v2/Users/.search", ("POST",), "anonymous", True),
         "groups_search": ("v2/Groups/.search", ("POST",), "anonymous", True),
         "root_search": ("v2/.search", ("POST",), "anonymous", True),
+        "bulk": ("v2/Bulk", ("POST",), "anonymous", True),
         "group": ("v2/Groups/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "service_provider_config": ("v2/ServiceProviderConfig", ALL, "anonymous", True),
         "resource_types": ("v2/ResourceTypes/{id?}", ALL, "anonymous", True),
