@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from scim.pushdown import Condition
 
 __all__ = ["Repository", "ReverseEdge", "StoredResource"]
 
@@ -42,6 +45,7 @@ class StoredResource:
     etag: str
     edges: tuple[ReverseEdge, ...] = ()
     deleting: bool = False
+    edges_known: bool = True
 
 
 class Repository(Protocol):
@@ -54,7 +58,13 @@ class Repository(Protocol):
     """
 
     async def create(
-        self, kind: str, resource_id: str, document: dict[str, Any], unique: Mapping[str, str]
+        self,
+        kind: str,
+        resource_id: str,
+        document: dict[str, Any],
+        unique: Mapping[str, str],
+        *,
+        columns: Mapping[str, Any] | None = None,
     ) -> str:
         """Insert a resource and its index rows; return the new ETag.
 
@@ -83,6 +93,7 @@ class Repository(Protocol):
         *,
         old_unique: Mapping[str, str],
         new_unique: Mapping[str, str],
+        columns: Mapping[str, Any] | None = None,
     ) -> str:
         """Replace the document if its ETag is still ``current.etag``; return the new ETag.
 
@@ -110,8 +121,14 @@ class Repository(Protocol):
         """
         ...
 
-    def scan(self, kind: str, *, after: str | None = None) -> AsyncIterator[StoredResource]:
-        """Every resource of ``kind`` in id order, optionally after the resource ``after``."""
+    def scan(
+        self, kind: str, *, after: str | None = None, where: Condition | None = None
+    ) -> AsyncIterator[StoredResource]:
+        """Resources of ``kind`` in id order, after the resource ``after``, narrowed by ``where``.
+
+        With ``where`` the resources come without their reverse edges
+        (``edges_known`` is False).
+        """
         ...
 
     async def count(self, kind: str) -> int:

@@ -42,6 +42,7 @@ from scim.errors import (
     from_library_error,
 )
 from scim.membership import is_resource_id
+from scim.pushdown import columns_of, pushdown
 from scim.repository import Repository, StoredResource
 from scim.resources import ENTRA_POLICY, ResourceKind
 
@@ -136,7 +137,7 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
         state = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, UnicodeDecodeError):
         raise InvalidCursorError() from None
-    valid_after = isinstance(state, dict) and isinstance(state.get("a", ""), str)
+    valid_after = isinstance(state, dict) and ("a" not in state or is_resource_id(str(state["a"])))
     valid_offset = isinstance(state, dict) and isinstance(state.get("o", 0), int) and state.get("o", 0) >= 0
     if not (valid_after and valid_offset) or (state.keys() - {"a", "o"}):
         raise InvalidCursorError()
@@ -209,7 +210,9 @@ class ResourceService:
         resource.meta = Meta(resource_type=self.kind.name, created=now, last_modified=now)
         document = self._document(resource)
         unique = self.kind.unique_keys(resource)
-        etag = await self._repository.create(self.kind.name, resource.id, document, unique)
+        etag = await self._repository.create(
+            self.kind.name, resource.id, document, unique, columns=columns_of(resource)
+        )
         return StoredResource(resource.id, document, etag)
 
     async def get(self, resource_id: str) -> StoredResource:
@@ -301,7 +304,8 @@ class ResourceService:
         request, examined, more = query.request, 0, False
         page: list[StoredResource] = []
         last: str | None = None
-        async for stored in self._repository.scan(self.kind.name, after=state.get("a")):
+        where = pushdown(request.filter.ast, str(self.kind.model.__schema__)) if request.filter else None
+        async for stored in self._repository.scan(self.kind.name, after=state.get("a"), where=where):
             if len(page) == query.count or examined == self._max_scan:
                 more = True
                 break
@@ -351,7 +355,8 @@ class ResourceService:
             found = await self._repository.lookup(self.kind.name, unique.name, unique.key(value))
             return [found] if found is not None else []
         scanned: list[StoredResource] = []
-        async for stored in self._repository.scan(self.kind.name):
+        where = pushdown(node, str(self.kind.model.__schema__)) if node is not None else None
+        async for stored in self._repository.scan(self.kind.name, where=where):
             scanned.append(stored)
             if len(scanned) > self._max_scan:
                 raise TooManyError(
@@ -428,6 +433,7 @@ class ResourceService:
                     document,
                     old_unique=self.kind.unique_keys(before),
                     new_unique=self.kind.unique_keys(after),
+                    columns=columns_of(after),
                 )
             except PreconditionFailedError:
                 if if_match is not None:

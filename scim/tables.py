@@ -58,6 +58,7 @@ from scim.errors import (
     ServiceUnavailableError,
     UniquenessError,
 )
+from scim.pushdown import AllOf, ColumnTest, Condition
 from scim.repository import ReverseEdge, StoredResource
 
 __all__ = ["TableRepository", "connect", "row_key_component"]
@@ -299,12 +300,17 @@ class TableRepository:
     # -- resources ------------------------------------------------------------
 
     async def create(
-        self, kind: str, resource_id: str, document: dict[str, Any], unique: Mapping[str, str]
+        self,
+        kind: str,
+        resource_id: str,
+        document: dict[str, Any],
+        unique: Mapping[str, str],
+        *,
+        columns: Mapping[str, Any] | None = None,
     ) -> str:
-        """Insert the resource row and its index rows in one transaction."""
-        operations: list[tuple[Any, ...]] = [
-            ("create", self._row(kind, _RESOURCE + resource_id, t="r", **_split(document)))
-        ]
+        """Insert the resource row (with its filter columns) and its index rows in one transaction."""
+        row = self._row(kind, _RESOURCE + resource_id, t="r", **_split(document), **(columns or {}))
+        operations: list[tuple[Any, ...]] = [("create", row)]
         names = list(unique)
         for name in names:
             operations.append(
@@ -358,9 +364,12 @@ class TableRepository:
         *,
         old_unique: Mapping[str, str],
         new_unique: Mapping[str, str],
+        columns: Mapping[str, Any] | None = None,
     ) -> str:
         """Conditional replace of the resource row plus index-row moves, atomically."""
-        row = self._row(kind, _RESOURCE + current.id, t="r", **_split(document))
+        row = self._row(kind, _RESOURCE + current.id, t="r", **_split(document), **(columns or {}))
+        if current.edges:
+            row["g"] = True  # keep the marker a full replace would drop
         operations: list[tuple[Any, ...]] = [("update", row, _if_match(current.etag))]
         names: list[str | None] = []
         for name in sorted(set(old_unique) | set(new_unique)):
@@ -416,20 +425,31 @@ class TableRepository:
         if 0 in dropped:
             raise NotFoundError(f"{kind} {current.id} not found.")
 
-    async def scan(self, kind: str, *, after: str | None = None) -> AsyncIterator[StoredResource]:
-        """Resource rows of one partition with their reverse edges, in id order, page by page.
+    async def scan(
+        self, kind: str, *, after: str | None = None, where: Condition | None = None
+    ) -> AsyncIterator[StoredResource]:
+        """Resource rows of one partition in id order, page by page.
 
         ``after`` (an id) resumes after that resource: keyset pagination for
-        cursors (RFC 9865). A resource's edges sort right after its row, so each
-        resource is yielded once the next one (or the end) is reached.
+        cursors (RFC 9865). Without ``where``, each resource comes with its
+        reverse edges (they sort right after its row, so a resource is yielded
+        once the next one, or the end, is reached). With ``where``, the
+        condition is evaluated by the server on the row's columns
+        (``scim.pushdown``) and resources come without edges: those whose row
+        carries the ``g`` marker (ever added to a group) are flagged
+        ``edges_known=False`` for the caller to read them.
         """
         low = _RESOURCE + after + "|~" if after is not None else _RESOURCE
-        rows = self._query(
-            "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
-            {"pk": self._partition(kind), "lo": low, "hi": _RESOURCE_END},
-        )
+        parameters: dict[str, Any] = {"pk": self._partition(kind), "lo": low, "hi": _RESOURCE_END}
+        query = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi"
+        if where is not None and _comparisons(where) <= _MAX_PUSHED:
+            query += " and ( " + _odata(where, parameters) + " )"
+            async for entity in self._query(query, parameters):
+                stored = _stored(str(entity["RowKey"])[len(_RESOURCE) :], entity)
+                yield replace(stored, edges_known=not entity.get("g"))
+            return
         current: StoredResource | None = None
-        async for entity in rows:
+        async for entity in self._query(query, parameters):
             row_key = str(entity["RowKey"])
             if _EDGE in row_key:
                 if current is not None and row_key.startswith(_RESOURCE + current.id + _EDGE):
@@ -467,7 +487,9 @@ class TableRepository:
         for chunk in _chunks(user_ids, BATCH // 2):
             operations: list[tuple[Any, ...]] = []
             for user_id in chunk:
-                operations.append(("update", self._row(_USER, _RESOURCE + user_id), _MUST_EXIST_MERGE))
+                # `g` marks users that may have reverse edges (see `scan` with `where`).
+                touch = self._row(_USER, _RESOURCE + user_id, g=True)
+                operations.append(("update", touch, _MUST_EXIST_MERGE))
                 edge = self._row(_USER, self._reverse_key(user_id, group_id), t="e", p=pending)
                 operations.append(("upsert", edge, {"mode": UpdateMode.REPLACE}))
             _, dropped = await self._submit_dropping_missing(operations, group=2)
@@ -611,6 +633,30 @@ def _reverse_edge(group_id: str, entity: Any) -> ReverseEdge:
     return ReverseEdge(
         group_id, pending=bool(entity.get("p")), written=written if isinstance(written, datetime) else None
     )
+
+
+_MAX_PUSHED = 12
+"""Column comparisons pushed per query: Table Storage allows 15 in a filter, 3 go to the keys."""
+
+
+def _comparisons(condition: Condition) -> int:
+    if isinstance(condition, ColumnTest):
+        return 1
+    return sum(_comparisons(term) for term in condition.terms)
+
+
+def _odata(condition: Condition, parameters: dict[str, Any]) -> str:
+    """OData text for a pushed-down condition; every value goes through ``parameters``.
+
+    Spaces surround every parenthesis and ``@name``: the SDK's substitution
+    splits on single spaces (azure-notes §5.2).
+    """
+    if isinstance(condition, ColumnTest):
+        name = f"v{len(parameters)}"
+        parameters[name] = condition.value
+        return f"{condition.column} {condition.op} @{name}"
+    joiner = " and " if isinstance(condition, AllOf) else " or "
+    return joiner.join(f"( {_odata(term, parameters)} )" for term in condition.terms)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

@@ -28,7 +28,11 @@ class UserService(ResourceService):
 
     async def expand(self, stored: StoredResource, wanted: Callable[[str], bool]) -> StoredResource:
         """Add ``groups`` (``value`` and ``type: direct``) when the response carries it."""
-        if not stored.edges or not wanted("groups"):
+        if not wanted("groups"):
+            return stored
+        if not stored.edges_known:  # came from a pushed-down scan: read the edges
+            stored = await self.get(stored.id)
+        if not stored.edges:
             return stored
         groups = await self._membership.groups_of(stored)
         if not groups:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 from azure.core.pipeline import PipelineRequest
@@ -46,9 +46,11 @@ class RoundTrips(SansIOHTTPPolicy[Any, Any]):
 
     def __init__(self) -> None:
         self.requests: list[str] = []
+        self.urls: list[str] = []
 
     def on_request(self, request: PipelineRequest[Any]) -> None:
         self.requests.append(f"{request.http_request.method} {urlsplit(request.http_request.url).path}")
+        self.urls.append(unquote(request.http_request.url))
 
     @property
     def count(self) -> int:
@@ -56,6 +58,7 @@ class RoundTrips(SansIOHTTPPolicy[Any, Any]):
 
     def reset(self) -> None:
         self.requests.clear()
+        self.urls.clear()
 
 
 @dataclass

@@ -130,11 +130,18 @@ async def test_bulk_creates_users_and_a_group_that_references_them(scim):
                 "method": "POST",
                 "path": "/Groups",
                 "bulkId": "g",
-                "data": {"displayName": "Bulk Group", "members": [{"value": "bulkId:u1"}, {"value": "bulkId:u2"}]},
+                "data": {
+                    "displayName": "Bulk Group",
+                    "members": [{"value": "bulkId:u1"}, {"value": "bulkId:u2"}],
+                },
             },
             {"method": "POST", "path": "/Users", "bulkId": "u1", "data": {"userName": "bulk1@x.com"}},
             {"method": "POST", "path": "/Users", "bulkId": "u2", "data": {"userName": "bulk2@x.com"}},
-            {"method": "PATCH", "path": "/Users/bulkId:u1", "data": patch({"op": "add", "path": "title", "value": "T"})},
+            {
+                "method": "PATCH",
+                "path": "/Users/bulkId:u1",
+                "data": patch({"op": "add", "path": "title", "value": "T"}),
+            },
             {"method": "POST", "path": "/Users", "bulkId": "dup", "data": {"userName": "BULK1@x.com"}},
         ],
     }
