@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from scim2_models import Context, ResponseParameters
 
-from scim.auth import authenticate
+from scim.auth import Authenticator, JwtPolicy, KeySource
 from scim.bulk import BulkLimits, Dispatch, SubResponse, process_bulk
 from scim.config import Settings
 from scim.discovery import Discovery
@@ -102,8 +102,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 class ScimApi:
     """Handlers for each SCIM route template, bound to settings and storage."""
 
-    def __init__(self, settings: Settings, repository: Repository) -> None:
+    def __init__(self, settings: Settings, repository: Repository, *, keys: KeySource | None = None) -> None:
         self._settings = settings
+        policy = None
+        if settings.entra_tenant_id:
+            policy = JwtPolicy(settings.entra_tenant_id, settings.jwt_issuer, settings.jwt_audiences)
+        self._authenticator = Authenticator(settings.token_digests, policy=policy, keys=keys)
         membership = Membership(repository)
         limits: dict[str, Any] = {"max_page_size": settings.max_page_size, "max_scan": settings.max_scan}
         self._users = UserService(repository, membership=membership, **limits)
@@ -126,7 +130,7 @@ class ScimApi:
                     f"The body is {len(request.body):,} bytes; the limit is "
                     f"{self._settings.max_body_bytes:,}."
                 )
-            authenticate(request.header("authorization"), self._settings.token_digests)
+            await self._authenticator.authenticate(request.header("authorization"))
             response = await handler(request)
         except ScimError as error:
             response = error_response(error)

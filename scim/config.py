@@ -26,6 +26,22 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+def _sha256_digests(environ: Mapping[str, str]) -> list[bytes]:
+    """``SCIM_BEARER_TOKEN_SHA256``: comma-separated hex SHA-256 digests of accepted tokens.
+
+    Lets app settings hold no plaintext secret (``token check`` prints the digest).
+    """
+    digests = []
+    for text in environ.get("SCIM_BEARER_TOKEN_SHA256", "").split(","):
+        text = text.strip().lower()
+        if not text:
+            continue
+        if not re.fullmatch(r"[0-9a-f]{64}", text):
+            raise ConfigurationError("SCIM_BEARER_TOKEN_SHA256 must hold 64-hex-digit SHA-256 digests")
+        digests.append(bytes.fromhex(text))
+    return digests
+
+
 def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -51,6 +67,11 @@ class Settings:
             current Secret Token and, during a rotation, the next one.
         public_base_url: The SCIM base URL clients use (``https://host/scim/v2``);
             when empty, it is derived from each request's URL.
+        entra_tenant_id: When set, Entra-issued JWTs of this tenant are accepted
+            (the Secret Token left blank in Entra).
+        jwt_audiences: Accepted ``aud`` values of those JWTs.
+        jwt_issuer: Required ``iss`` (default ``https://sts.windows.net/<tenant>/``).
+        jwks_url: Where the tenant's signing keys are published.
         max_page_size: Largest ``count`` served in one ListResponse
             (``filter.maxResults`` in /ServiceProviderConfig).
         max_scan: Most resources a filter that no index can answer may examine.
@@ -62,6 +83,10 @@ class Settings:
     tenant: str = "default"
     token_digests: tuple[bytes, ...] = field(default=(), repr=False)
     public_base_url: str = ""
+    entra_tenant_id: str = ""
+    jwt_audiences: tuple[str, ...] = ("8adf8e6e-67b2-4cf2-a259-e3dc5476c621",)
+    jwt_issuer: str = ""
+    jwks_url: str = ""
     max_page_size: int = 200
     max_scan: int = 10_000
     max_body_bytes: int = 1_048_576
@@ -70,14 +95,17 @@ class Settings:
         """Refuse to serve with settings that cannot work.
 
         Raises:
-            ConfigurationError: No storage or no Secret Token is configured.
+            ConfigurationError: No storage, or no credential, is configured.
         """
         if not self.storage_connection_string:
             raise ConfigurationError(
                 "SCIM_STORAGE_CONNECTION_STRING is not set: the endpoint has no storage."
             )
-        if not self.token_digests:
-            raise ConfigurationError("SCIM_BEARER_TOKEN is not set: the endpoint accepts no Secret Token.")
+        if not self.token_digests and not self.entra_tenant_id:
+            raise ConfigurationError(
+                "SCIM_BEARER_TOKEN is not set (nor SCIM_BEARER_TOKEN_SHA256 or SCIM_ENTRA_TENANT_ID): "
+                "the endpoint accepts no credential."
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -95,11 +123,22 @@ class Settings:
         tenant = environ.get("SCIM_TENANT", "").strip() or "default"
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tenant):
             raise ConfigurationError("SCIM_TENANT must be 1-64 of A-Z a-z 0-9 _ -")
+        digests = [token_digest(t) for t in tokens if t] + _sha256_digests(environ)
+        tenant_id = environ.get("SCIM_ENTRA_TENANT_ID", "").strip()
+        if tenant_id and not re.fullmatch(r"[0-9a-fA-F-]{36}", tenant_id):
+            raise ConfigurationError("SCIM_ENTRA_TENANT_ID must be the tenant's GUID")
+        audiences = tuple(a.strip() for a in environ.get("SCIM_JWT_AUDIENCE", "").split(",") if a.strip())
         return cls(
             storage_connection_string=environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip(),
             table_name=table_name,
             tenant=tenant,
-            token_digests=tuple(token_digest(t) for t in tokens if t),
+            token_digests=tuple(digests),
+            entra_tenant_id=tenant_id,
+            jwt_audiences=audiences or cls.jwt_audiences,
+            jwt_issuer=environ.get("SCIM_JWT_ISSUER", "").strip()
+            or (f"https://sts.windows.net/{tenant_id}/" if tenant_id else ""),
+            jwks_url=environ.get("SCIM_JWKS_URL", "").strip()
+            or (f"https://login.microsoftonline.com/{tenant_id}/discovery/keys" if tenant_id else ""),
             public_base_url=environ.get("SCIM_PUBLIC_BASE_URL", "").strip().rstrip("/"),
             max_page_size=_int(environ, "SCIM_MAX_PAGE_SIZE", cls.max_page_size),
             max_scan=_int(environ, "SCIM_MAX_SCAN", cls.max_scan),

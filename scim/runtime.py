@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from scim.api import Request, Response, ScimApi, error_response
 from scim.config import ConfigurationError, Settings
 from scim.errors import InternalError
+from scim.jwks import JwksKeys
 from scim.tables import TableRepository, connect
 
 __all__ = ["Runtime"]
@@ -53,8 +54,9 @@ class Runtime:
         client = connect(settings.storage_connection_string, settings.table_name)
         repository = TableRepository(client, tenant=settings.tenant)
         self._repository = repository
+        keys = JwksKeys(settings.jwks_url) if settings.entra_tenant_id else None
         log.info("SCIM service ready: table %s, tenant %s", settings.table_name, settings.tenant)
-        return ScimApi(settings, repository)
+        return ScimApi(settings, repository, keys=keys)
 
     def api(self) -> ScimApi:
         """The API for the running event loop, built on first use."""

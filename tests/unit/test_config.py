@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from scim.config import ConfigurationError, Settings, token_digest
@@ -43,3 +45,21 @@ def test_serving_needs_storage_and_a_token():
         Settings(token_digests=(b"x",)).check_serving()
     with pytest.raises(ConfigurationError, match="SCIM_BEARER_TOKEN"):
         Settings(storage_connection_string="cs").check_serving()
+
+
+def test_hashed_tokens_and_jwt_settings():
+    digest = hashlib.sha256(b"tok").hexdigest()
+    settings = Settings.from_env(
+        {
+            "SCIM_BEARER_TOKEN_SHA256": f" {digest.upper()} ,",
+            "SCIM_ENTRA_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        }
+    )
+    assert settings.token_digests == (token_digest("tok"),)
+    assert settings.jwt_issuer == "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
+    assert settings.jwks_url.endswith("/72f988bf-86f1-41af-91ab-2d7cd011db47/discovery/keys")
+    Settings(storage_connection_string="cs", entra_tenant_id="t").check_serving()
+    with pytest.raises(ConfigurationError, match="SCIM_BEARER_TOKEN_SHA256"):
+        Settings.from_env({"SCIM_BEARER_TOKEN_SHA256": "nothex"})
+    with pytest.raises(ConfigurationError, match="SCIM_ENTRA_TENANT_ID"):
+        Settings.from_env({"SCIM_ENTRA_TENANT_ID": "contoso.com"})
