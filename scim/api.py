@@ -475,6 +475,8 @@ def _json_body(request: Request) -> Any:
         return json.loads(request.body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidSyntaxError(f"The body is not valid JSON: {error}.") from error
+    except RecursionError:  # nesting deeper than the parser's stack
+        raise InvalidSyntaxError("The body nests JSON too deeply.") from None
 
 
 _QUERY_NAMES = {

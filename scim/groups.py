@@ -35,6 +35,7 @@ from scim.errors import (
     InvalidValueError,
     PreconditionFailedError,
 )
+from scim.limits import MAX_INDEXED_CHARS, check_member_count, check_patch_size
 from scim.membership import Membership
 from scim.repository import Repository, StoredResource
 from scim.resources import GROUP
@@ -91,7 +92,10 @@ def _members(value: Any) -> list[tuple[str, str | None]]:
         if not isinstance(member, str) or not member:
             raise InvalidValueError('Each member must be an object with a string "value" (the member id).')
         display = item.get("display")
+        if isinstance(display, str) and len(display) > MAX_INDEXED_CHARS:
+            raise InvalidValueError(f"A member display is longer than {MAX_INDEXED_CHARS:,} characters.")
         members.append((member, display if isinstance(display, str) else None))
+    check_member_count(len(members))
     return members
 
 
@@ -135,6 +139,7 @@ def split_member_operations(body: Any) -> tuple[dict[str, Any], MemberChanges]:
     operations = body.get(key) if key else None
     if not isinstance(operations, list) or not operations:
         raise InvalidValueError('A PatchOp needs a non-empty "Operations" list.')
+    check_patch_size(body)
     changes = MemberChanges()
     others: list[Any] = []
     for operation in operations:
@@ -225,6 +230,7 @@ class GroupService(ResourceService):
             if_match = None  # the precondition held for this request's first write
         if not changes:
             return stored if stored is not None else await self.get(resource_id)
+        check_member_count(len(changes.add) + len(changes.remove))
         return await self._change_members(resource_id, changes, if_match=if_match, current=stored)
 
     async def _change_members(

@@ -41,6 +41,7 @@ from scim.errors import (
     TooManyError,
     from_library_error,
 )
+from scim.limits import check_filter, check_indexed_values, check_patch_size
 from scim.membership import is_resource_id
 from scim.pushdown import columns_of, pushdown
 from scim.repository import Repository, StoredResource
@@ -175,9 +176,11 @@ class ResourceService:
             raise InvalidSyntaxError(f"The body must be a JSON object describing a {self.kind.name}.")
         body = entra.normalize_resource(body, self._known_schemas)
         try:
-            return self.kind.model.model_validate(body, scim_ctx=context, scim_policy=ENTRA_POLICY)
+            resource = self.kind.model.model_validate(body, scim_ctx=context, scim_policy=ENTRA_POLICY)
         except (ValidationError, SCIMException) as error:
             raise from_library_error(error) from error
+        check_indexed_values(resource)
+        return resource
 
     def _load(self, stored: StoredResource) -> Resource[Any]:
         return self.kind.model.model_validate(stored.document, scim_policy=ENTRA_POLICY)
@@ -244,6 +247,9 @@ class ResourceService:
             InvalidFilterError: Bad filter syntax or an unknown attribute.
             InvalidCursorError: A cursor this service did not issue.
         """
+        for key, value in parameters.items():
+            if key.lower() == "filter" and isinstance(value, str):
+                check_filter(value)
         try:
             request = SearchRequest[self.kind.model].model_validate(  # type: ignore[name-defined]
                 parameters, scim_ctx=Context.SEARCH_REQUEST, scim_policy=ENTRA_POLICY
@@ -383,6 +389,7 @@ class ResourceService:
         """
         if not isinstance(body, dict):
             raise InvalidSyntaxError("The body must be a PatchOp JSON object.")
+        check_patch_size(body)
         try:
             patch = PatchOp[self.kind.model].model_validate(  # type: ignore[name-defined]
                 entra.normalize_patch(body), scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY
@@ -395,6 +402,8 @@ class ResourceService:
                 changed = patch.patch(resource, scim_policy=ENTRA_POLICY)
             except (ValidationError, SCIMException) as error:
                 raise from_library_error(error) from error
+            if changed:
+                check_indexed_values(resource)
             return resource if changed else None
 
         return await self._write(resource_id, apply, if_match=if_match)
