@@ -121,31 +121,47 @@ class ScimApi:
     # -- plumbing ----------------------------------------------------------
 
     async def _guard(self, request: Request, route: str, handler: Handler) -> Response:
-        """Authenticate, run, and turn every failure into a SCIM error; log one line."""
+        """Authenticate, run, and turn every failure into a SCIM error; log one structured line.
+
+        The request id is the client's ``x-ms-request-id``/``X-Request-Id`` when it
+        sends one (so a line in Entra's provisioning logs can be found here), else new.
+        """
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = _request_id(request)
+        principal, scim_type = "-", None
         try:
             if len(request.body) > self._settings.max_body_bytes:
                 raise PayloadTooLargeError(
                     f"The body is {len(request.body):,} bytes; the limit is "
                     f"{self._settings.max_body_bytes:,}."
                 )
-            await self._authenticator.authenticate(request.header("authorization"))
+            principal = await self._authenticator.authenticate(request.header("authorization"))
             response = await handler(request)
         except ScimError as error:
-            response = error_response(error)
+            response, scim_type = error_response(error), error.scim_type
         except Exception:
             log.exception("Unhandled error in %s %s (request_id=%s)", request.method, route, request_id)
             response = error_response(InternalError())
-        elapsed = (time.perf_counter() - started) * 1000
+        elapsed = round((time.perf_counter() - started) * 1000, 1)
         # Never log headers, bodies or query strings: they carry tokens and personal data.
-        log.info(
-            "%s %s -> %d in %.1f ms (request_id=%s)",
+        fields = {
+            "request_id": request_id,
+            "method": request.method,
+            "route": route,
+            "status": response.status,
+            "scim_type": scim_type,
+            "latency_ms": elapsed,
+            "principal": principal,
+        }
+        level = logging.WARNING if response.status >= 500 else logging.INFO
+        log.log(
+            level,
+            "%s %s -> %d in %.1f ms",
             request.method,
             route,
             response.status,
             elapsed,
-            request_id,
+            extra={"scim": fields},
         )
         return Response(response.status, {**response.headers, "X-Request-Id": request_id}, response.body)
 
@@ -439,6 +455,15 @@ def _with_references(document: dict[str, Any], base_url: str) -> dict[str, Any]:
                 {**entry, "$ref": f"{base_url}{endpoint}{entry['value']}"} for entry in entries
             ]
     return document
+
+
+def _request_id(request: Request) -> str:
+    """The caller's request id when it is a plausible one, else a new one."""
+    for header in ("x-ms-request-id", "x-request-id", "client-request-id"):
+        value = request.header(header)
+        if value and len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value):
+            return value
+    return uuid.uuid4().hex
 
 
 def _require_get(request: Request) -> None:

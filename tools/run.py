@@ -77,6 +77,11 @@ def _stop_on_sigterm() -> None:
 def main() -> int:
     """Run until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("SCIM_LOG_FORMAT", "").lower() == "json":
+        from scim.logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     _stop_on_sigterm()
     from tools.azurite import Azurite
     from tools.devserver import HostEmulator, read_route_prefix, serve

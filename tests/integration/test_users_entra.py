@@ -594,3 +594,23 @@ async def test_parallel_creates_of_one_user_name_yield_exactly_one_201(scim):
     statuses = sorted(r.status for r in responses)
     assert statuses == [201, 409, 409, 409]
     assert (await scim.get('/Users?filter=userName eq "race@contoso.com"')).json()["totalResults"] == 1
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+async def test_one_structured_line_per_request_and_no_secrets(scim, caplog):
+    caplog.set_level("INFO", logger="scim.api")
+    secret_name = "very.private.person@contoso.com"
+    await scim.post("/Users", entra_user(secret_name))
+    await scim.get(f'/Users?filter=userName eq "{secret_name}"', headers={"x-ms-request-id": "entra-req-1"})
+    scim.token = "wrong-token-value"
+    await scim.get("/Users")
+    records = [r for r in caplog.records if r.name == "scim.api"]
+    assert [r.scim["status"] for r in records] == [201, 200, 401]
+    assert records[1].scim["request_id"] == "entra-req-1"
+    assert records[0].scim["principal"] == "secret-token-1" and records[2].scim["principal"] == "-"
+    assert records[2].scim["scim_type"] is None and records[1].scim["route"] == "/Users"
+    everything = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    for secret in ("test-secret-token-0123456789abcdef", "wrong-token-value", secret_name):
+        assert secret not in everything
