@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from scim.pushdown import Condition
 
-__all__ = ["Repository", "ReverseEdge", "StoredResource"]
+__all__ = ["IndexRow", "MemberEdgeRow", "Repository", "ReverseEdge", "ReverseEdgeRow", "StoredResource"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,37 @@ class StoredResource:
     edges: tuple[ReverseEdge, ...] = ()
     deleting: bool = False
     edges_known: bool = True
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """A unique-index row as found in storage (for the consistency checker)."""
+
+    kind: str
+    attribute: str
+    row_key: str
+    resource_id: str
+
+
+@dataclass(frozen=True)
+class ReverseEdgeRow:
+    """A user's reverse edge as found in storage."""
+
+    user_id: str
+    group_id: str
+    pending: bool
+    written: datetime | None
+
+
+@dataclass(frozen=True)
+class MemberEdgeRow:
+    """A group's member edge as found in storage."""
+
+    group_id: str
+    user_id: str
+
+
+InventoryRow = StoredResource | IndexRow | ReverseEdgeRow | MemberEdgeRow
 
 
 class Repository(Protocol):
@@ -174,4 +205,24 @@ class Repository(Protocol):
 
     async def existing_member_edges(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of the (group id, user id) member edges exist."""
+        ...
+
+    def inventory(self, kind: str) -> AsyncIterator[InventoryRow]:
+        """Every row of a resource type's partition, typed (consistency checks)."""
+        ...
+
+    def index_row_key(self, attribute: str, key: str) -> str:
+        """The RowKey of the index row for ``attribute`` = comparison key ``key``."""
+        ...
+
+    async def delete_index_row(self, kind: str, row_key: str) -> None:
+        """Delete an index row (consistency repair)."""
+        ...
+
+    async def create_index_row(self, kind: str, attribute: str, key: str, resource_id: str) -> None:
+        """Create a missing index row (consistency repair).
+
+        Raises:
+            UniquenessError: Another resource holds the key.
+        """
         ...

@@ -59,7 +59,14 @@ from scim.errors import (
     UniquenessError,
 )
 from scim.pushdown import AllOf, ColumnTest, Condition
-from scim.repository import ReverseEdge, StoredResource
+from scim.repository import (
+    IndexRow,
+    InventoryRow,
+    MemberEdgeRow,
+    ReverseEdge,
+    ReverseEdgeRow,
+    StoredResource,
+)
 
 __all__ = ["TableRepository", "connect", "row_key_component"]
 
@@ -470,6 +477,42 @@ class TableRepository:
             select=["RowKey"],
         )
         return sum([1 async for _ in rows])
+
+    # -- consistency checks ---------------------------------------------------
+
+    async def inventory(self, kind: str) -> AsyncIterator[InventoryRow]:
+        """Every row of the partition, typed, 1,000 per round trip."""
+        rows = self._query("PartitionKey eq @pk", {"pk": self._partition(kind)})
+        async for entity in rows:
+            row_key = str(entity["RowKey"])
+            if row_key.startswith(_RESOURCE) and _EDGE in row_key:
+                user_id, _, group_id = row_key[len(_RESOURCE) :].partition(_EDGE)
+                edge = _reverse_edge(group_id, entity)
+                yield ReverseEdgeRow(user_id, group_id, edge.pending, edge.written)
+            elif row_key.startswith(_RESOURCE):
+                yield _stored(row_key[len(_RESOURCE) :], entity)
+            elif row_key.startswith("idx:"):
+                attribute = row_key[len("idx:") :].partition(":")[0]
+                yield IndexRow(kind, attribute, row_key, str(entity.get("id", "")))
+            elif row_key.startswith(_MEMBER):
+                group_id, _, user_id = row_key[len(_MEMBER) :].partition(":")
+                yield MemberEdgeRow(group_id, user_id)
+
+    def index_row_key(self, attribute: str, key: str) -> str:
+        """The RowKey of an index row."""
+        return _index_row_key(attribute, key)
+
+    async def delete_index_row(self, kind: str, row_key: str) -> None:
+        """Delete one index row (absent is fine)."""
+        await self._submit_dropping_missing([("delete", self._row(kind, row_key))])
+
+    async def create_index_row(self, kind: str, attribute: str, key: str, resource_id: str) -> None:
+        """Insert one index row; a taken key is a uniqueness conflict."""
+        row = self._row(kind, _index_row_key(attribute, key), t="i", id=resource_id)
+        try:
+            await self._submit([("create", row)])
+        except TableTransactionError as error:
+            self._raise_transaction_error(error, [attribute], offset=0)
 
     # -- membership edges (ordered by scim.membership) ------------------------
 

@@ -33,7 +33,9 @@ def test_core_never_imports_azure_functions():
 
 def test_only_the_storage_module_imports_the_storage_sdk():
     for module in modules():
-        storage = {n for n in imports(module) if n.startswith(("azure.data.tables", "azure.core"))}
+        storage = {
+            n for n in imports(module) if n.startswith(("azure.data.tables", "azure.core", "azure.functions"))
+        }
         if module.name == "tables.py":
             assert storage
         else:
@@ -42,6 +44,8 @@ def test_only_the_storage_module_imports_the_storage_sdk():
 
 def test_core_never_reads_the_environment():
     for module in modules():
+        if module.name == "__main__.py":
+            continue  # the command line is a host, like function_app.py
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.Attribute):
                 assert node.attr not in {"environ", "getenv"}, module

@@ -1,0 +1,66 @@
+"""``python -m scim``: the command line of the SCIM endpoint (a host, like ``function_app.py``).
+
+Commands:
+    check [--repair] [--json]   scan the table for anomalies (``scim.consistency``),
+                                and repair them with ``--repair``
+
+Settings come from the same ``SCIM_*`` variables as the endpoint (only the
+storage ones are needed). Exit status: 0 consistent (or all repaired),
+1 anomalies remain, 2 bad configuration or storage unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from scim.config import ConfigurationError, Settings
+from scim.consistency import check, repair
+from scim.errors import ScimError
+from scim.tables import TableRepository, connect
+
+
+async def _check(settings: Settings, *, fix: bool, as_json: bool) -> int:
+    repository = TableRepository(
+        connect(settings.storage_connection_string, settings.table_name), tenant=settings.tenant
+    )
+    try:
+        print(f"Scanning table {settings.table_name} (tenant {settings.tenant}) ...", file=sys.stderr)
+        anomalies = await check(repository)
+        outcomes = await repair(anomalies) if fix else [(a, "found") for a in anomalies]
+    finally:
+        await repository.close()
+    for anomaly, outcome in outcomes:
+        if as_json:
+            print(json.dumps({"code": anomaly.code, "detail": anomaly.detail, "outcome": outcome}))
+        else:
+            print(f"{anomaly.code:<24} {outcome:<14} {anomaly.detail}")
+    remaining = sum(1 for _, outcome in outcomes if outcome != "repaired")
+    print(f"{len(anomalies)} anomalies found, {len(anomalies) - remaining} repaired.", file=sys.stderr)
+    return 1 if remaining else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m scim", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    checker = commands.add_parser("check", help="report (and with --repair fix) table inconsistencies")
+    checker.add_argument("--repair", action="store_true", help="fix what can be fixed")
+    checker.add_argument("--json", action="store_true", help="one JSON object per anomaly")
+    arguments = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+        if not settings.storage_connection_string:
+            raise ConfigurationError("SCIM_STORAGE_CONNECTION_STRING is not set")
+        return asyncio.run(_check(settings, fix=arguments.repair, as_json=arguments.json))
+    except (ConfigurationError, ScimError) as error:
+        print(f"error: {getattr(error, 'detail', error)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
