@@ -91,11 +91,13 @@ _MAX_KEY_COMPONENT = 200
 # Retries fit for an HTTP function Entra waits on (azure-notes §5.6): give up in
 # seconds and let Entra retry the operation, rather than hang for minutes.
 _CLIENT_OPTIONS: dict[str, Any] = {
-    "retry_total": 3,
+    "retry_total": 2,
     "retry_backoff_factor": 0.4,
-    "retry_backoff_max": 4,
+    "retry_backoff_max": 2,
     "connection_timeout": 3,
-    "read_timeout": 10,
+    # Table Storage ends a query page after 5 s server-side (with a continuation),
+    # so 6 s only cuts requests that are truly stuck.
+    "read_timeout": 6,
 }
 
 

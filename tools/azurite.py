@@ -78,6 +78,8 @@ def _free_port(host: str) -> int:
 def _port_is_free(host: str, port: int) -> bool:
     """Tell whether ``port`` on ``host`` can be bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers (Node included) do: connections in TIME_WAIT do not hold the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
