@@ -43,7 +43,9 @@ async def test_hostile_ids_are_404(scim, store, resource_id):
     store.round_trips.reset()
     for method in ("GET", "PATCH", "PUT", "DELETE"):
         body = patch({"op": "add", "path": "title", "value": "x"}) if method == "PATCH" else {"userName": "x"}
-        response = await scim.request(method, f"/Users/{resource_id}", body if method in ("PATCH", "PUT") else None)
+        response = await scim.request(
+            method, f"/Users/{resource_id}", body if method in ("PATCH", "PUT") else None
+        )
         assert_error(response, 404)
     assert store.round_trips.count == 0  # refused before storage
 
@@ -54,20 +56,42 @@ async def test_oversized_values_are_refused_before_storage(scim, store):
     assert_error(await scim.post("/Users", entra_user() | {"displayName": long}), 400, "invalidValue")
     assert_error(await scim.post("/Groups", {"displayName": long}), 400, "invalidValue")
     user = await create(scim)
-    assert_error(await scim.patch(f"/Users/{user['id']}", patch({"op": "replace", "path": "externalId", "value": long})), 400, "invalidValue")
+    assert_error(
+        await scim.patch(
+            f"/Users/{user['id']}", patch({"op": "replace", "path": "externalId", "value": long})
+        ),
+        400,
+        "invalidValue",
+    )
     too_many_ops = patch(*[{"op": "add", "path": "title", "value": "t"}] * (MAX_PATCH_OPERATIONS + 1))
     assert_error(await scim.patch(f"/Users/{user['id']}", too_many_ops), 413)
     group = await create_group(scim)
     members = [{"value": str(uuid.uuid4())} for _ in range(MAX_MEMBERS_PER_PATCH + 1)]
-    response = await scim.patch(f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": members}))
+    response = await scim.patch(
+        f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": members})
+    )
     assert_error(response, 413)
-    assert_error(await scim.patch(f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": [{"value": user["id"], "display": long}]})), 400, "invalidValue")
+    assert_error(
+        await scim.patch(
+            f"/Groups/{group['id']}",
+            patch({"op": "add", "path": "members", "value": [{"value": user["id"], "display": long}]}),
+        ),
+        400,
+        "invalidValue",
+    )
     assert (await scim.get(f"/Users/{user['id']}")).json()["externalId"] == user["externalId"]
 
 
 @pytest.mark.parametrize(
     "body",
-    [b"\xff\xfe not utf-8", b"{" * 10000, b'{"userName": "a", "userName": ' + b"[" * 5000, b"null", b"123", b'"str"'],
+    [
+        b"\xff\xfe not utf-8",
+        b"{" * 10000,
+        b'{"userName": "a", "userName": ' + b"[" * 5000,
+        b"null",
+        b"123",
+        b'"str"',
+    ],
 )
 async def test_malformed_bodies_are_400(scim, body):
     response = await scim.post("/Users", None, raw=body)
