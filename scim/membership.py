@@ -101,10 +101,12 @@ class Membership:
         wanted = [u for u in wanted if u not in skipped]
         leaving = [u for u in _unique(remove) if is_resource_id(u)]
 
+        etags: dict[str, str] = {}
         if wanted:  # phase 1 of an add
-            missing = await self._repository.stage_reverse_edges(group.id, wanted, pending=True)
-            skipped |= missing
-            wanted = [u for u in wanted if u not in missing]
+            staged = await self._repository.stage_reverse_edges(group.id, wanted, pending=True)
+            skipped |= staged.missing
+            wanted = [u for u in wanted if u not in staged.missing]
+            etags = staged.etags
         if leaving:  # phase 1 of a removal: users without a reverse edge are not members (I1)
             not_members = await self._repository.mark_reverse_edges_pending(group.id, leaving)
             leaving = [u for u in leaving if u not in not_members]
@@ -117,8 +119,9 @@ class Membership:
             if_match=group.etag if conditional else None,
         )
 
-        if wanted:  # phase 3 of an add
-            vanished = await self._repository.stage_reverse_edges(group.id, wanted, pending=False)
+        if wanted:  # phase 3 of an add: settle only the edges nobody touched since phase 1
+            settled = await self._repository.stage_reverse_edges(group.id, wanted, pending=False, etags=etags)
+            vanished = settled.missing
             if vanished:  # deleted while being added: undo the member edges (keeps I1)
                 await self._repository.delete_member_edges((group.id, u) for u in vanished)
                 await self._repository.delete_reverse_edges((u, group.id) for u in vanished)

@@ -9,14 +9,22 @@ run it against Azurite, never a mock.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from scim.pushdown import Condition
 
-__all__ = ["IndexRow", "MemberEdgeRow", "Repository", "ReverseEdge", "ReverseEdgeRow", "StoredResource"]
+__all__ = [
+    "IndexRow",
+    "MemberEdgeRow",
+    "Repository",
+    "ReverseEdge",
+    "ReverseEdgeRow",
+    "StagedEdges",
+    "StoredResource",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,18 @@ class MemberEdgeRow:
 
     group_id: str
     user_id: str
+
+
+@dataclass
+class StagedEdges:
+    """What became of a batch of reverse-edge writes."""
+
+    missing: set[str] = field(default_factory=set)
+    """Users that do not exist (their edge was not written)."""
+    contested: set[str] = field(default_factory=set)
+    """Users whose edge changed or went since it was staged (so it was not settled)."""
+    etags: dict[str, str] = field(default_factory=dict)
+    """The ETag of each edge written."""
 
 
 InventoryRow = StoredResource | IndexRow | ReverseEdgeRow | MemberEdgeRow
@@ -166,8 +186,18 @@ class Repository(Protocol):
         """How many resources of ``kind`` exist (reads keys only)."""
         ...
 
-    async def stage_reverse_edges(self, group_id: str, user_ids: Sequence[str], *, pending: bool) -> set[str]:
-        """Upsert the users' reverse edges to ``group_id``; return the ids of users that do not exist."""
+    async def stage_reverse_edges(
+        self,
+        group_id: str,
+        user_ids: Sequence[str],
+        *,
+        pending: bool,
+        etags: Mapping[str, str] | None = None,
+    ) -> StagedEdges:
+        """Write the users' reverse edges to ``group_id`` pending, or settle them.
+
+        Settling is conditional on ``etags`` (the edges this writer staged) when given.
+        """
         ...
 
     async def mark_reverse_edges_pending(self, group_id: str, user_ids: Sequence[str]) -> set[str]:

@@ -65,6 +65,7 @@ from scim.repository import (
     MemberEdgeRow,
     ReverseEdge,
     ReverseEdgeRow,
+    StagedEdges,
     StoredResource,
 )
 
@@ -244,13 +245,21 @@ class TableRepository:
         raise InternalError()  # pragma: no cover - the loop always returns or raises
 
     async def _submit_dropping_missing(
-        self, operations: list[tuple[Any, ...]], *, group: int = 1
+        self,
+        operations: list[tuple[Any, ...]],
+        *,
+        group: int = 1,
+        drop: tuple[int, ...] = (404,),
+        required: int | None = None,
     ) -> tuple[list[Mapping[str, Any]], list[int]]:
-        """Submit, dropping each group of ``group`` operations whose row is missing (404).
+        """Submit, dropping each group of ``group`` operations that fails with a status in ``drop``.
 
         Idempotent membership writes (removing a non-member, confirming an edge
         of a user deleted meanwhile) must not fail a whole batch. Returns the
-        results and the original indexes of the dropped groups.
+        results of the submitted operations and the original indexes of the
+        operations that failed (the dropped groups are identified by them).
+        The operation at index ``required`` is never dropped: its failure fails
+        the whole call (``NotFoundError`` for 404), with nothing written.
         """
         remaining = list(range(0, len(operations), group))
         dropped: list[int] = []
@@ -260,9 +269,12 @@ class TableRepository:
                 return await self._submit(batch), dropped
             except TableTransactionError as error:
                 position = getattr(error, "index", None)
-                if error.status_code != 404 or position is None or _is_table_missing(error):
+                if error.status_code not in drop or position is None or _is_table_missing(error):
                     _translate(error)
-                dropped.append(remaining.pop(position // group))
+                start = remaining.pop(position // group)
+                if start + position % group == required:
+                    self._raise_transaction_error(error, [], offset=1)
+                dropped.append(start + position % group)
         return [], dropped
 
     async def _create_table(self) -> None:
@@ -430,9 +442,7 @@ class TableRepository:
         split = max(len(edges) - (BATCH - len(last)), 0)
         for chunk in _chunks(edges[:split], BATCH):
             await self._submit_dropping_missing(list(chunk))
-        _, dropped = await self._submit_dropping_missing(last + edges[split:])
-        if 0 in dropped:
-            raise NotFoundError(f"{kind} {current.id} not found.")
+        await self._submit_dropping_missing(last + edges[split:], required=0)
 
     async def scan(
         self, kind: str, *, after: str | None = None, where: Condition | None = None
@@ -521,14 +531,24 @@ class TableRepository:
     def _reverse_key(self, user_id: str, group_id: str) -> str:
         return f"{_RESOURCE}{user_id}{_EDGE}{group_id}"
 
-    async def stage_reverse_edges(self, group_id: str, user_ids: Sequence[str], *, pending: bool) -> set[str]:
-        """Write reverse edges (user partition), touching each user row; return users that do not exist.
+    async def stage_reverse_edges(
+        self,
+        group_id: str,
+        user_ids: Sequence[str],
+        *,
+        pending: bool,
+        etags: Mapping[str, str] | None = None,
+    ) -> StagedEdges:
+        """Write or settle reverse edges (user partition), touching each user row.
 
         Each user contributes two operations: a MERGE of its row (which fails
         when the user does not exist, and changes its ETag so that a concurrent
-        DELETE of the user retries and sees the edge) and an upsert of the edge.
+        DELETE of the user retries and sees the edge) and the edge itself —
+        upserted *pending*, or settled (``pending=False``) only if it is still
+        the edge this writer staged (``etags``), so an edge another writer has
+        marked or deleted meanwhile is never settled behind its back.
         """
-        missing: set[str] = set()
+        staged = StagedEdges()
         for chunk in _chunks(user_ids, BATCH // 2):
             operations: list[tuple[Any, ...]] = []
             for user_id in chunk:
@@ -536,10 +556,21 @@ class TableRepository:
                 touch = self._row(_USER, _RESOURCE + user_id, g=True)
                 operations.append(("update", touch, _MUST_EXIST_MERGE))
                 edge = self._row(_USER, self._reverse_key(user_id, group_id), t="e", p=pending)
-                operations.append(("upsert", edge, {"mode": UpdateMode.REPLACE}))
-            _, dropped = await self._submit_dropping_missing(operations, group=2)
-            missing.update(chunk[index // 2] for index in dropped)
-        return missing
+                if pending:
+                    operations.append(("upsert", edge, {"mode": UpdateMode.REPLACE}))
+                else:
+                    etag = (etags or {}).get(user_id)
+                    condition = (
+                        {**_if_unchanged(etag), "mode": UpdateMode.MERGE} if etag else _MUST_EXIST_MERGE
+                    )
+                    operations.append(("update", edge, condition))
+            results, dropped = await self._submit_dropping_missing(operations, group=2, drop=(404, 412))
+            failed = {chunk[index // 2]: index % 2 for index in dropped}
+            staged.missing.update(u for u, which in failed.items() if which == 0)
+            staged.contested.update(u for u, which in failed.items() if which == 1)
+            kept = [u for u in chunk if u not in failed]
+            staged.etags.update({u: str(results[2 * i + 1]["etag"]) for i, u in enumerate(kept)})
+        return staged
 
     async def mark_reverse_edges_pending(self, group_id: str, user_ids: Sequence[str]) -> set[str]:
         """Flag existing reverse edges as pending; return the users that had none."""
@@ -590,9 +621,10 @@ class TableRepository:
             condition = {**_if_unchanged(if_match), "mode": UpdateMode.MERGE}
         etag = ""
         for chunk in _chunks(edges, BATCH - 1) if edges else [[]]:
-            results, dropped = await self._submit_dropping_missing([("update", touch, condition), *chunk])
-            if 0 in dropped:  # the group row itself is gone
-                raise NotFoundError(f"Group {group_id} not found.")
+            # The group row goes first and must exist: if it is gone, nothing is written.
+            results, _ = await self._submit_dropping_missing(
+                [("update", touch, condition), *chunk], required=0
+            )
             etag, condition = str(results[0]["etag"]), _MUST_EXIST_MERGE
         return etag
 
