@@ -21,8 +21,11 @@ Add users U to group g    1. reverse edges (u, g) written *pending*; each user
                              skipped) and a concurrent user DELETE retries
                           2. member edges (g, u) written, the group row
                              rewritten conditionally in every batch
-                          3. reverse edges settled (user rows touched again;
-                             a user deleted meanwhile gets its edge removed)
+                          3. reverse edges settled — only those still as
+                             phase 1 wrote them (ETag), so an edge a concurrent
+                             removal or group deletion has marked is never
+                             settled behind its back; user rows touched again
+                             (a user deleted meanwhile gets its edges removed)
 Remove users U from g     1. reverse edges marked pending (users without one
                              are not members: nothing to do)
                           2. member edges deleted (group row conditional)
