@@ -497,11 +497,33 @@ def _json_body(request: Request) -> Any:
     if not request.body.strip():
         raise InvalidSyntaxError("The request has no body; send a SCIM JSON document.")
     try:
-        return json.loads(request.body)
+        body = json.loads(request.body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidSyntaxError(f"The body is not valid JSON: {error}.") from error
     except RecursionError:  # nesting deeper than the parser's stack
         raise InvalidSyntaxError("The body nests JSON too deeply.") from None
+    if _has_lone_surrogate(body):
+        # "\ud800" is valid JSON but not Unicode text: it could be neither stored nor sent back.
+        raise InvalidSyntaxError("The body contains an unpaired UTF-16 surrogate (\\uD800-\\uDFFF).")
+    return body
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string that is not valid Unicode text."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 _QUERY_NAMES = {

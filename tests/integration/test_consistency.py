@@ -71,7 +71,9 @@ async def test_hand_edits_are_found_and_repaired(scim, store):
         group["id"], modified="2026-01-01T00:00:00Z", add={ghost: None}
     )  # no user
     staged = await repository.stage_reverse_edges(group["id"], [user], pending=True)
-    await repository.stage_reverse_edges(group["id"], [user], pending=False, etags=staged.etags)  # no member edge
+    await repository.stage_reverse_edges(
+        group["id"], [user], pending=False, etags=staged.etags
+    )  # no member edge
     found = await codes(store)
     assert found == ["member-missing-user", "missing-index", "orphaned-index", "reverse-without-member"], (
         found

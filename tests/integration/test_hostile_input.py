@@ -105,3 +105,18 @@ async def test_oversized_body_is_413(scim, store):
 
     small = ScimClient(ScimApi(make_settings(store, max_body_bytes=1000), store.repository))
     assert_error(await small.post("/Users", entra_user() | {"nickName": "n" * 2000}), 413)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a\\udfffb"}',
+        b'{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"p1","nickName":"\\ud800"}',
+        b'{"\\ud800":"key"}',
+    ],
+)
+async def test_unpaired_surrogates_are_400_and_store_nothing(scim, raw):
+    """Found by the fuzzer: valid JSON, but not text that can be stored or sent back."""
+    response = await scim.post("/Users", None, raw=raw)
+    assert_error(response, 400, "invalidSyntax")
+    assert (await scim.get("/Users")).json()["totalResults"] == 0
