@@ -112,6 +112,12 @@ async def schemas(req: func.HttpRequest) -> func.HttpResponse:
     return await _call("schemas", req)
 
 
+@app.route(route="health", methods=["GET"])
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /scim/health``: liveness for the TLS proxy and the orchestrator (no auth, no storage)."""
+    return to_http_response(runtime.health())
+
+
 # The host tries routes in function-name order, not by specificity (azure-notes
 # §1.2), so this catch-all is named to sort after every other trigger.
 @app.route(route="v2/{*path}", methods=ALL_METHODS)

@@ -21,13 +21,11 @@ from collections.abc import Sequence
 from scim.config import ConfigurationError, Settings
 from scim.consistency import check, repair
 from scim.errors import ScimError
-from scim.tables import TableRepository, connect
+from scim.tables import open_repository
 
 
 async def _check(settings: Settings, *, fix: bool, as_json: bool) -> int:
-    repository = TableRepository(
-        connect(settings.storage_connection_string, settings.table_name), tenant=settings.tenant
-    )
+    repository = open_repository(settings)
     try:
         print(f"Scanning table {settings.table_name} (tenant {settings.tenant}) ...", file=sys.stderr)
         anomalies = await check(repository)
@@ -54,8 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
-        if not settings.storage_connection_string:
-            raise ConfigurationError("SCIM_STORAGE_CONNECTION_STRING is not set")
+        if not settings.storage_connection_string and not settings.storage_table_endpoint:
+            raise ConfigurationError(
+                "SCIM_STORAGE_CONNECTION_STRING (or SCIM_STORAGE_TABLE_ENDPOINT) is not set"
+            )
         return asyncio.run(_check(settings, fix=arguments.repair, as_json=arguments.json))
     except (ConfigurationError, ScimError) as error:
         print(f"error: {getattr(error, 'detail', error)}", file=sys.stderr)

@@ -26,6 +26,14 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+def _https_endpoint(value: str) -> str:
+    """``SCIM_STORAGE_TABLE_ENDPOINT``: token credentials only travel over HTTPS."""
+    value = value.strip().rstrip("/")
+    if value and not value.lower().startswith("https://"):
+        raise ConfigurationError("SCIM_STORAGE_TABLE_ENDPOINT must be an https:// URL")
+    return value
+
+
 def _sha256_digests(environ: Mapping[str, str]) -> list[bytes]:
     """``SCIM_BEARER_TOKEN_SHA256``: comma-separated hex SHA-256 digests of accepted tokens.
 
@@ -61,6 +69,9 @@ class Settings:
 
     Attributes:
         storage_connection_string: Azure Storage (or Azurite) connection string.
+        storage_table_endpoint: Table endpoint for identity-based access
+            (``https://<acct>.table.core.windows.net``, DefaultAzureCredential);
+            used when no connection string is set.
         table_name: The one Table Storage table holding every SCIM row.
         tenant: Tenant segment of every PartitionKey (DESIGN §5.8).
         token_digests: SHA-256 digests of the accepted bearer tokens: the
@@ -79,6 +90,7 @@ class Settings:
     """
 
     storage_connection_string: str = field(default="", repr=False)
+    storage_table_endpoint: str = ""
     table_name: str = "scim"
     tenant: str = "default"
     token_digests: tuple[bytes, ...] = field(default=(), repr=False)
@@ -97,9 +109,10 @@ class Settings:
         Raises:
             ConfigurationError: No storage, or no credential, is configured.
         """
-        if not self.storage_connection_string:
+        if not self.storage_connection_string and not self.storage_table_endpoint:
             raise ConfigurationError(
-                "SCIM_STORAGE_CONNECTION_STRING is not set: the endpoint has no storage."
+                "Neither SCIM_STORAGE_CONNECTION_STRING nor SCIM_STORAGE_TABLE_ENDPOINT is set: "
+                "the endpoint has no storage."
             )
         if not self.token_digests and not self.entra_tenant_id:
             raise ConfigurationError(
@@ -130,6 +143,7 @@ class Settings:
         audiences = tuple(a.strip() for a in environ.get("SCIM_JWT_AUDIENCE", "").split(",") if a.strip())
         return cls(
             storage_connection_string=environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip(),
+            storage_table_endpoint=_https_endpoint(environ.get("SCIM_STORAGE_TABLE_ENDPOINT", "")),
             table_name=table_name,
             tenant=tenant,
             token_digests=tuple(digests),

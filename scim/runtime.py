@@ -9,6 +9,7 @@ is built once per loop — once per worker process under the Functions host.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -16,7 +17,7 @@ from scim.api import Request, Response, ScimApi, error_response
 from scim.config import ConfigurationError, Settings
 from scim.errors import InternalError
 from scim.jwks import JwksKeys
-from scim.tables import TableRepository, connect
+from scim.tables import TableRepository, open_repository
 
 __all__ = ["Runtime"]
 
@@ -51,8 +52,7 @@ class Runtime:
     def _build(self) -> ScimApi:
         settings = self._settings()
         settings.check_serving()
-        client = connect(settings.storage_connection_string, settings.table_name)
-        repository = TableRepository(client, tenant=settings.tenant)
+        repository = open_repository(settings)
         self._repository = repository
         keys = JwksKeys(settings.jwks_url) if settings.entra_tenant_id else None
         log.info("SCIM service ready: table %s, tenant %s", settings.table_name, settings.tenant)
@@ -65,6 +65,19 @@ class Runtime:
             self._api = self._build()
             self._loop = loop
         return self._api
+
+    def health(self) -> Response:
+        """Liveness for proxies and orchestrators: no credential needed, no storage touched.
+
+        200 ``{"status": "ok"}`` when the settings can serve, else 503 naming
+        what is missing (never a secret).
+        """
+        try:
+            self._settings().check_serving()
+        except ConfigurationError as error:
+            body = {"status": "misconfigured", "detail": str(error)}
+            return Response(503, {"Content-Type": "application/json"}, json.dumps(body).encode())
+        return Response(200, {"Content-Type": "application/json"}, b'{"status":"ok"}')
 
     async def aclose(self) -> None:
         """Close the storage client (call on the loop the API was built on)."""

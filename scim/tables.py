@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from azure.core import MatchConditions
+from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -50,6 +51,7 @@ from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from scim.config import Settings
 from scim.errors import (
     InternalError,
     NotFoundError,
@@ -69,7 +71,7 @@ from scim.repository import (
     StoredResource,
 )
 
-__all__ = ["TableRepository", "connect", "row_key_component"]
+__all__ = ["TableRepository", "connect", "connect_with_identity", "open_repository", "row_key_component"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,33 @@ def connect(
         table_name,
         per_retry_policies=list(per_retry_policies),
         **_CLIENT_OPTIONS,
+    )
+
+
+def connect_with_identity(
+    endpoint: str,
+    table_name: str,
+    credential: AsyncTokenCredential,
+    *,
+    per_retry_policies: Sequence[HTTPPolicy[Any, Any] | SansIOHTTPPolicy[Any, Any]] = (),
+    **transport: Any,
+) -> TableClient:
+    """Build the table client for identity-based access (no account key anywhere).
+
+    ``endpoint`` is the account's table endpoint (``https://<acct>.table.core.windows.net``);
+    ``credential`` is usually ``azure.identity.aio.DefaultAzureCredential`` — a managed
+    identity in Azure (``AZURE_CLIENT_ID`` picks a user-assigned one), a service
+    principal on-premises. The identity needs *Storage Table Data Contributor*.
+    Token credentials require HTTPS (azure-notes §5.7).
+    """
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+    return TableClient(
+        endpoint=endpoint,
+        table_name=table_name,
+        credential=credential,
+        per_retry_policies=list(per_retry_policies),
+        **_CLIENT_OPTIONS,
+        **transport,
     )
 
 
@@ -204,16 +233,35 @@ def _translate(error: Exception) -> NoReturn:
     raise InternalError() from error
 
 
+def open_repository(settings: Settings) -> TableRepository:
+    """The repository the settings describe: by connection string, else by identity."""
+    if settings.storage_connection_string:
+        return TableRepository(
+            connect(settings.storage_connection_string, settings.table_name), tenant=settings.tenant
+        )
+    # Imported here: only identity-based deployments pay azure.identity's import time.
+    from azure.identity.aio import DefaultAzureCredential
+
+    credential = DefaultAzureCredential()
+    client = connect_with_identity(settings.storage_table_endpoint, settings.table_name, credential)
+    return TableRepository(client, tenant=settings.tenant, credential=credential)
+
+
 class TableRepository:
     """Resources of every type and tenant in one Azure table (see module docstring)."""
 
-    def __init__(self, client: TableClient, *, tenant: str = "default") -> None:
+    def __init__(
+        self, client: TableClient, *, tenant: str = "default", credential: AsyncTokenCredential | None = None
+    ) -> None:
         self._client = client
         self._tenant = tenant
+        self._credential = credential
 
     async def close(self) -> None:
-        """Close the underlying HTTP session."""
+        """Close the underlying HTTP session (and the credential's, if it owns one)."""
         await self._client.close()
+        if self._credential is not None:
+            await self._credential.close()
 
     def _partition(self, kind: str) -> str:
         return f"{self._tenant}|{kind}"

@@ -105,6 +105,8 @@ class Azurite:
         log_path: File that receives Azurite's stdout and stderr. Without it stdout goes to
             ``/dev/null`` and stderr to an anonymous temporary file, kept only so that a failed
             start can report why.
+        tls: ``(certificate PEM path, key PEM path)``: serve HTTPS and accept OAuth
+            bearer tokens (Azurite's ``--oauth basic``), for identity-based access tests.
         location: Folder where Azurite persists its data (``make run`` keeps data across
             restarts there); ``None`` keeps everything in memory, as the tests do.
     """
@@ -115,8 +117,10 @@ class Azurite:
         port: int = 0,
         log_path: str | None = None,
         location: str | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.port = port
         self._requested_port = port
         self.log_path = log_path
@@ -128,7 +132,8 @@ class Azurite:
     def table_endpoint(self) -> str:
         """The table endpoint URL, e.g. ``http://127.0.0.1:PORT/devstoreaccount1``."""
         self._require_running()
-        return f"http://{self.host}:{self.port}/{ACCOUNT_NAME}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}/{ACCOUNT_NAME}"
 
     @property
     def connection_string(self) -> str:
@@ -174,6 +179,9 @@ class Azurite:
             "--tableHost", self.host,
             "--tablePort", str(self.port),
             *(["--location", self.location] if self.location else ["--inMemoryPersistence"]),
+            # HTTPS with a given certificate, and OAuth bearer tokens checked for iss/aud/exp
+            # (not signatures): how identity-based access is tested (azure-notes §5.7).
+            *(["--cert", self.tls[0], "--key", self.tls[1], "--oauth", "basic"] if self.tls else []),
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--loose",

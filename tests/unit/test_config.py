@@ -63,3 +63,11 @@ def test_hashed_tokens_and_jwt_settings():
         Settings.from_env({"SCIM_BEARER_TOKEN_SHA256": "nothex"})
     with pytest.raises(ConfigurationError, match="SCIM_ENTRA_TENANT_ID"):
         Settings.from_env({"SCIM_ENTRA_TENANT_ID": "contoso.com"})
+
+
+def test_identity_based_storage_endpoint():
+    settings = Settings.from_env({"SCIM_STORAGE_TABLE_ENDPOINT": "https://acct.table.core.windows.net/"})
+    assert settings.storage_table_endpoint == "https://acct.table.core.windows.net"
+    Settings(storage_table_endpoint="https://a", token_digests=(b"x",)).check_serving()
+    with pytest.raises(ConfigurationError, match="https"):
+        Settings.from_env({"SCIM_STORAGE_TABLE_ENDPOINT": "http://acct.table.core.windows.net"})

@@ -44,13 +44,14 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
         "groups_search": ("v2/Groups/.search", ("POST",), "anonymous", True),
         "root_search": ("v2/.search", ("POST",), "anonymous", True),
         "bulk": ("v2/Bulk", ("POST",), "anonymous", True),
+        "health": ("health", ("GET",), "anonymous", False),
         "group": ("v2/Groups/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "service_provider_config": ("v2/ServiceProviderConfig", ALL, "anonymous", True),
         "resource_types": ("v2/ResourceTypes/{id?}", ALL, "anonymous", True),
         "schemas": ("v2/Schemas/{id?}", ALL, "anonymous", True),
         "zz_unknown_endpoint": ("v2/{*path}", ALL, "anonymous", True),
     }
-    assert {name.removeprefix("zz_") for name in route_table()} == set(ROUTES)
+    assert {name.removeprefix("zz_") for name in route_table()} == set(ROUTES) | {"health"}
 
 
 @pytest.mark.parametrize(
@@ -154,3 +155,13 @@ async def test_unknown_endpoints_get_scim_errors(runtime):
     assert search.status_code == 405
     wrong = await function_app.schemas(request("DELETE", "/Schemas"))
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET"
+
+
+def test_health_needs_no_token_and_touches_no_storage(monkeypatch):
+    configured = Runtime(lambda: Settings(storage_connection_string="cs", token_digests=(b"x",)))
+    monkeypatch.setattr(function_app, "runtime", configured)
+    response = function_app.health(request("GET", "/health", token=None))
+    assert response.status_code == 200 and json.loads(response.get_body()) == {"status": "ok"}
+    monkeypatch.setattr(function_app, "runtime", Runtime(lambda: Settings()))
+    response = function_app.health(request("GET", "/health", token=None))
+    assert response.status_code == 503 and "SCIM_STORAGE" in json.loads(response.get_body())["detail"]
