@@ -26,6 +26,22 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+def _token(environ: Mapping[str, str], name: str) -> str:
+    """A Secret Token setting; an unresolved Key Vault reference is refused, never accepted as a token.
+
+    App Service passes the reference text itself (``@Microsoft.KeyVault(...)``)
+    when it cannot resolve it — e.g. while role assignments propagate after a
+    first deploy —, and that text must not become a valid credential.
+    """
+    value = environ.get(name, "").strip()
+    if value.startswith("@Microsoft.KeyVault("):
+        raise ConfigurationError(
+            f"{name} is an unresolved Key Vault reference: give the app's identity the "
+            "'Key Vault Secrets User' role on the secret and restart the app"
+        )
+    return value
+
+
 def _https_endpoint(value: str) -> str:
     """``SCIM_STORAGE_TABLE_ENDPOINT``: token credentials only travel over HTTPS."""
     value = value.strip().rstrip("/")
@@ -127,7 +143,7 @@ class Settings:
         Raises:
             ConfigurationError: A variable is malformed.
         """
-        tokens = [environ.get(name, "").strip() for name in ("SCIM_BEARER_TOKEN", "SCIM_BEARER_TOKEN_NEXT")]
+        tokens = [_token(environ, name) for name in ("SCIM_BEARER_TOKEN", "SCIM_BEARER_TOKEN_NEXT")]
         table_name = environ.get("SCIM_TABLE_NAME", "").strip() or "scim"
         if not _TABLE_NAME.match(table_name):
             raise ConfigurationError(

@@ -71,3 +71,9 @@ def test_identity_based_storage_endpoint():
     Settings(storage_table_endpoint="https://a", token_digests=(b"x",)).check_serving()
     with pytest.raises(ConfigurationError, match="https"):
         Settings.from_env({"SCIM_STORAGE_TABLE_ENDPOINT": "http://acct.table.core.windows.net"})
+
+
+def test_an_unresolved_key_vault_reference_is_never_a_token():
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/scim-token)"
+    with pytest.raises(ConfigurationError, match="Key Vault"):
+        Settings.from_env({"SCIM_BEARER_TOKEN": reference})

@@ -1,0 +1,169 @@
+// The function app: Flex Consumption (FC1, Linux), Python 3.12, one user-assigned identity for everything
+// (host storage, deployment package, the SCIM table, Key Vault references, Application Insights).
+
+@description('Region of the plan and the app.')
+param location string
+
+@description('Tags for every resource (azd-env-name); the app also gets azd-service-name.')
+param tags object
+
+@description('Name of the function app (globally unique host name).')
+param name string
+
+@description('Name of the Flex Consumption plan.')
+param planName string
+
+@description('Resource id of the user-assigned identity.')
+param identityId string
+
+@description('Client id of the user-assigned identity.')
+param identityClientId string
+
+@description('Blob endpoint of the storage account, with its trailing slash.')
+param blobEndpoint string
+
+@description('Blob container holding the deployment package.')
+param deploymentContainerName string
+
+@description('Table endpoint of the storage account, https://<account>.table.core.windows.net.')
+param tableEndpoint string
+
+@description('Name of the SCIM table.')
+param tableName string
+
+@description('Versionless URI of the Secret Token in Key Vault.')
+param bearerTokenSecretUri string
+
+@description('Application Insights connection string (not a secret: local auth is disabled).')
+param appInsightsConnectionString string
+
+@description('Optional Entra tenant GUID for Entra-issued JWTs; empty = bearer token only.')
+param scimEntraTenantId string
+
+@description('Most instances the app scales out to.')
+param maximumInstanceCount int
+
+@description('Memory per instance (MB).')
+param instanceMemoryMB int
+
+@description('Always-ready instances for the HTTP triggers (0 = scale to zero).')
+param alwaysReadyInstanceCount int
+
+var alwaysReadyHttp = [
+  {
+    name: 'http'
+    instanceCount: alwaysReadyInstanceCount
+  }
+]
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    // Entra's cloud provisioning service calls the Tenant URL from the internet.
+    publicNetworkAccess: 'Enabled'
+    // Key Vault references (SCIM_BEARER_TOKEN) are resolved with this identity, not a system-assigned one.
+    keyVaultReferenceIdentity: identityId
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+        // `http` is the always-ready group of every HTTP trigger.
+        alwaysReady: alwaysReadyInstanceCount > 0 ? alwaysReadyHttp : []
+      }
+      // Flex takes the runtime here; FUNCTIONS_WORKER_RUNTIME and friends are not app settings on Flex.
+      runtime: {
+        name: 'python'
+        version: '3.12'
+      }
+    }
+  }
+}
+
+// A separate config resource: this is the complete set of app settings, so settings added by hand are
+// removed by the next `azd provision`.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: {
+    // Host storage through the identity, no connection string. Blob only: HTTP triggers need no queues.
+    AzureWebJobsStorage__blobServiceUri: blobEndpoint
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+    // DefaultAzureCredential in the SCIM code picks the user-assigned identity by this client id.
+    AZURE_CLIENT_ID: identityClientId
+    // The host rejects larger bodies before Python sees them (SCIM_MAX_BODY_BYTES keeps its default, the same).
+    FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: '1048576'
+    // The SCIM settings: every name here is documented in README.md's configuration table.
+    SCIM_STORAGE_TABLE_ENDPOINT: tableEndpoint
+    SCIM_TABLE_NAME: tableName
+    SCIM_BEARER_TOKEN: '@Microsoft.KeyVault(SecretUri=${bearerTokenSecretUri})'
+    SCIM_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}/scim/v2'
+    SCIM_ENTRA_TENANT_ID: scimEntraTenantId
+  }
+}
+
+// No FTP and no SCM basic-auth publishing: azd deploys with an Entra token.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName
+output scimBaseUrl string = 'https://${site.properties.defaultHostName}/scim/v2'

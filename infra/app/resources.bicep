@@ -1,0 +1,245 @@
+// Everything the function app uses, and the one identity allowed to use it.
+//
+// Storage: ONE account for the Functions host (AzureWebJobsStorage), the Flex deployment package AND the SCIM
+// table. Why not a separate data account:
+//   - the only principal is the app's user-assigned identity, which needs both anyway; a second account
+//     would add a resource to harden and pay for, not a privilege boundary;
+//   - the identity's Table role is scoped to the `scim` table itself (not the account), and no principal
+//     gets Table access at account scope, so the host's blobs and the data stay apart in RBAC terms;
+//   - this app has HTTP triggers only: the host writes a few blobs (leases, deployment package) and no
+//     queue or table traffic, so it does not compete with the table for the account's throughput.
+// Split the table into its own account if it must outlive the app (`azd down` deletes the resource group)
+// or needs its own replication, network rules or lock.
+//
+// No shared keys anywhere: the account has allowSharedKeyAccess = false and every data-plane access goes
+// through Entra ID (the identity below, or a developer's own role assignment).
+
+@description('Region of every resource.')
+param location string
+
+@description('Tags for every resource (azd-env-name).')
+param tags object
+
+@description('Hash making the global names unique per subscription, environment and region.')
+param resourceToken string
+
+@description('Name of the function app (for the deployment container name).')
+param functionAppName string
+
+@secure()
+@description('The Secret Token, written to Key Vault and nowhere else.')
+param scimBearerToken string
+
+@description('Replication of the storage account.')
+param storageSkuName string
+
+@description('Soft-delete retention of the Key Vault, in days.')
+param keyVaultSoftDeleteRetentionInDays int
+
+// Built-in role definition ids (the same in every tenant).
+var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
+var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
+
+var scimTableName = 'scim'
+var bearerTokenSecretName = 'scim-bearer-token'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+// Not derivable from the app's public host name (func-api-<resourceToken>): should the Key Vault reference
+// ever fail to resolve, App Service hands the app the literal '@Microsoft.KeyVault(SecretUri=...)' text
+// instead of the secret, and that text must not be guessable.
+var keyVaultName = 'kv-${uniqueString(subscription().id, resourceGroup().id, resourceToken, 'key-vault')}'
+
+// ---------------------------------------------------------------------------------------------- identity
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-api-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+// ----------------------------------------------------------------------------------------------- storage
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'st${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: storageSkuName
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    dnsEndpointType: 'Standard'
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    // Entra's provisioning service and the Flex app (no VNet integration here) reach Azure over public
+    // endpoints; access is by Entra ID only (no keys, no anonymous blobs).
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+// Children are declared top-level with `parent:` (offline parsers keep only one nested child).
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource scimTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: scimTableName
+}
+
+// ------------------------------------------------------------------------------------------- monitoring
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    retentionInDays: 30
+    sku: {
+      name: 'PerGB2018'
+    }
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    // Ingestion only with an Entra token (APPLICATIONINSIGHTS_AUTHENTICATION_STRING on the app).
+    DisableLocalAuth: true
+  }
+}
+
+// ------------------------------------------------------------------------------------------- Key Vault
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: keyVaultName
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+    enablePurgeProtection: true
+    // Key Vault references of an app without VNet integration are resolved over the public endpoint;
+    // only principals with a data-plane role (the app's identity, on this one secret) can read.
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource bearerTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: keyVault
+  name: bearerTokenSecretName
+  properties: {
+    value: scimBearerToken
+    contentType: 'text/plain'
+    attributes: {
+      enabled: true
+    }
+  }
+}
+
+// -------------------------------------------------------------------------- role assignments (identity)
+
+// The Functions host (AzureWebJobsStorage) creates its own containers and the Flex deployment package is a
+// blob: Blob Data Owner at account scope, as the Flex templates do. No Queue role: HTTP triggers only.
+resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, storageBlobDataOwnerRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The SCIM data: read/write on the `scim` table only, nothing else in the account.
+resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(scimTable.id, identity.id, storageTableDataContributorRoleId)
+  scope: scimTable
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributorRoleId)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identity.id, monitoringMetricsPublisherRoleId)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisherRoleId)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Read the one secret the app needs, not the vault's other secrets.
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(bearerTokenSecret.id, identity.id, keyVaultSecretsUserRoleId)
+  scope: bearerTokenSecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUserRoleId)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ outputs
+
+output identityId string = identity.id
+output identityClientId string = identity.properties.clientId
+output storageAccountName string = storage.name
+output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output deploymentContainerName string = deploymentContainer.name
+// Without the trailing slash of primaryEndpoints.table: https://<account>.table.core.windows.net
+output tableEndpoint string = 'https://${storage.name}.table.${environment().suffixes.storage}'
+output tableName string = scimTable.name
+output keyVaultName string = keyVault.name
+output bearerTokenSecretName string = bearerTokenSecret.name
+// Versionless: the app follows the secret's current version (see docs/deploy-azure.md, rotation).
+output bearerTokenSecretUri string = bearerTokenSecret.properties.secretUri
+output appInsightsConnectionString string = appInsights.properties.ConnectionString
