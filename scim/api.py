@@ -154,15 +154,10 @@ class ScimApi:
             "principal": principal,
         }
         level = logging.WARNING if response.status >= 500 else logging.INFO
-        log.log(
-            level,
-            "%s %s -> %d in %.1f ms",
-            request.method,
-            route,
-            response.status,
-            elapsed,
-            extra={"scim": fields},
-        )
+        # The text carries the id too: under the Functions host only the message reaches the logs.
+        message = "%s %s -> %d in %.1f ms (request_id=%s, principal=%s)"
+        arguments = (request.method, route, response.status, elapsed, request_id, principal)
+        log.log(level, message, *arguments, extra={"scim": fields})
         return Response(response.status, {**response.headers, "X-Request-Id": request_id}, response.body)
 
     def _base_url(self, request: Request) -> str:
