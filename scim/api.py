@@ -327,9 +327,8 @@ class ScimApi:
     async def _list_response(self, service: ResourceService, request: Request, query: Query) -> Response:
         result: ListResult = await service.query(query)
         base_url = self._base_url(request)
-        resources = [
-            await self._render(service, stored, base_url, query.request) for stored in result.resources
-        ]
+        page = await service.expand_all(result.resources, _wanted(service.kind, query.request))
+        resources = [await self._render(service, stored, base_url, query.request) for stored in page]
         return _json_response(200, _list_payload(result, resources))
 
     async def _render(

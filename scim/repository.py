@@ -256,3 +256,9 @@ class Repository(Protocol):
             UniquenessError: Another resource holds the key.
         """
         ...
+
+    async def reverse_edges(
+        self, kind: str, resource_ids: Sequence[str]
+    ) -> dict[str, tuple[ReverseEdge, ...]]:
+        """The reverse edges of several resources at once."""
+        ...

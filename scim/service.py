@@ -341,6 +341,12 @@ class ResourceService:
                     break
         return ListResult(page, total, query.start_index)
 
+    async def expand_all(
+        self, stored: list[StoredResource], wanted: Callable[[str], bool]
+    ) -> list[StoredResource]:
+        """:meth:`expand` for a page of results (subclasses batch the reads)."""
+        return [await self.expand(item, wanted) for item in stored]
+
     def _filter_needs_expansion(self, text: str) -> bool:
         """Whether a filter names an attribute that :meth:`expand` provides."""
         return False

@@ -550,6 +550,29 @@ class TableRepository:
         )
         return sum([1 async for _ in rows])
 
+    async def reverse_edges(
+        self, kind: str, resource_ids: Sequence[str]
+    ) -> dict[str, tuple[ReverseEdge, ...]]:
+        """The reverse edges of several resources: one query per 7 (each is a RowKey range).
+
+        Table Storage allows 15 comparisons per filter: the partition, then two
+        per resource.
+        """
+        edges: dict[str, list[ReverseEdge]] = {resource_id: [] for resource_id in resource_ids}
+        for chunk in _chunks(list(resource_ids), 7):
+            parameters: dict[str, Any] = {"pk": self._partition(kind)}
+            ranges = []
+            for i, resource_id in enumerate(chunk):
+                parameters[f"lo{i}"] = _RESOURCE + resource_id + _EDGE
+                parameters[f"hi{i}"] = _RESOURCE + resource_id + "|~"
+                ranges.append(f"( RowKey gt @lo{i} and RowKey lt @hi{i} )")
+            query = "PartitionKey eq @pk and ( " + " or ".join(ranges) + " )"
+            async for entity in self._query(query, parameters):
+                owner, _, group_id = str(entity["RowKey"])[len(_RESOURCE) :].partition(_EDGE)
+                if owner in edges:
+                    edges[owner].append(_reverse_edge(group_id, entity))
+        return {resource_id: tuple(found) for resource_id, found in edges.items()}
+
     # -- consistency checks ---------------------------------------------------
 
     async def inventory(self, kind: str) -> AsyncIterator[InventoryRow]:
