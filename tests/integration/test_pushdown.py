@@ -123,8 +123,14 @@ async def test_pushed_results_of_users_in_groups_cost_one_query_per_seven(scim, 
 
     ids = [(await create(scim, userName=f"grouped{n:02d}@x.com"))["id"] for n in range(15)]
     group = await create_group(scim)
-    await scim.patch(f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": members_of(*ids)}))
-    response, trips = await measure(store, lambda: scim.get("/Users", query={"filter": 'userName sw "grouped"'}))
+    await scim.patch(
+        f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": members_of(*ids)})
+    )
+    response, trips = await measure(
+        store, lambda: scim.get("/Users", query={"filter": 'userName sw "grouped"'})
+    )
     body = response.json()
-    assert body["totalResults"] == 15 and all(u["groups"][0]["value"] == group["id"] for u in body["Resources"])
+    assert body["totalResults"] == 15 and all(
+        u["groups"][0]["value"] == group["id"] for u in body["Resources"]
+    )
     assert trips == 1 + 3  # the pushed-down scan, then the edges of 15 users, 7 per query
