@@ -728,6 +728,7 @@ def print_ratios(report: dict[str, Any]) -> None:
     for driver, operations in report["ratios"].items():
         for name, row in operations.items():
             verdict = "OK" if row["meets_target"] else "OVER"
+            verdict += f" (own {'OK' if row['own_p50'] <= TARGET_RATIO else 'OVER'})"
             print(
                 f"{driver:<8}{name:<14}{row['p50']:>8.3f}{row['p95']:>8.3f}{row['storage_p50']:>13.3f}"
                 f"{row['own_p50']:>9.3f}  {verdict}"

@@ -132,15 +132,17 @@ def counting_connect(
     policy: RoundTrips,
 ) -> Callable[..., TableClient]:
     """A ``scim.tables.connect`` that adds ``policy`` to the client's per-retry policies."""
+    original = scim.tables.connect
 
     def connect(
         connection_string: str,
         table_name: str,
         *,
         per_retry_policies: Sequence[HTTPPolicy[Any, Any] | SansIOHTTPPolicy[Any, Any]] = (),
+        **options: Any,
     ) -> TableClient:
-        return scim.tables.connect(
-            connection_string, table_name, per_retry_policies=[*per_retry_policies, policy]
+        return original(
+            connection_string, table_name, per_retry_policies=[*per_retry_policies, policy], **options
         )
 
     return connect
@@ -431,7 +433,7 @@ def endpoint(token: str, policy: RoundTrips) -> Iterator[str]:
         os.environ["SCIM_STORAGE_CONNECTION_STRING"] = azurite.connection_string
         os.environ["SCIM_BEARER_TOKEN"] = token
         # Runtime._build calls the name it imported, so patch it there, not in scim.tables.
-        stack.enter_context(mock.patch.object(scim.runtime, "connect", counting_connect(policy)))
+        stack.enter_context(mock.patch.object(scim.tables, "connect", counting_connect(policy)))
 
         import function_app
 
