@@ -24,8 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import jwt
-
 from scim.config import token_digest
 from scim.errors import UnauthorizedError
 
@@ -33,6 +31,12 @@ __all__ = ["Authenticator", "JwtPolicy", "KeySource", "authenticate", "bearer_to
 
 ENTRA_SCIM_AUDIENCE = "8adf8e6e-67b2-4cf2-a259-e3dc5476c621"
 """The ``aud`` of Entra's provisioning tokens for every non-gallery app."""
+
+
+_NOT_ACCEPTED = (
+    "The bearer token is not accepted. Check the Secret Token in the Entra "
+    "provisioning settings against SCIM_BEARER_TOKEN."
+)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -71,10 +75,7 @@ def authenticate(authorization: str | None, accepted: Sequence[bytes]) -> None:
         UnauthorizedError: No token, or a token that matches none of them.
     """
     if _secret_slot(bearer_token(authorization), accepted) is None:
-        raise UnauthorizedError(
-            "The bearer token is not accepted. Check the Secret Token in the Entra "
-            "provisioning settings against SCIM_BEARER_TOKEN."
-        )
+        raise UnauthorizedError(_NOT_ACCEPTED)
 
 
 class KeySource(Protocol):
@@ -123,12 +124,13 @@ class Authenticator:
             return f"secret-token-{slot + 1}"
         if self._policy is not None and self._keys is not None and _looks_like_jwt(token):
             return await self._verify_jwt(token, self._policy, self._keys)
-        raise UnauthorizedError(
-            "The bearer token is not accepted. Check the Secret Token in the Entra "
-            "provisioning settings against SCIM_BEARER_TOKEN."
-        )
+        raise UnauthorizedError(_NOT_ACCEPTED)
 
     async def _verify_jwt(self, token: str, policy: JwtPolicy, keys: KeySource) -> str:
+        # Imported here: PyJWT and cryptography cost cold-start time that only
+        # JWT mode (Secret Token left blank in Entra) needs.
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import scim2_models as sm
 from pydantic import Field
-from scim2_models import AnyExtension, Extension, Mutability, Reference, Resource, ScimPolicy
+from scim2_models import AnyExtension, Mutability, Reference, Resource, ScimPolicy
 
 __all__ = [
     "ENTRA_POLICY",
@@ -182,6 +182,3 @@ GROUP = ResourceKind(
     ),
 )
 """The /Groups resource type. Members are stored as edges, never in the group row."""
-
-EXTENSIONS: tuple[type[Extension], ...] = (EnterpriseUser,)
-"""Schema extensions the service declares."""

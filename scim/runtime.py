@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from scim.api import Request, Response, ScimApi, error_response
 from scim.config import ConfigurationError, Settings
 from scim.errors import InternalError
-from scim.jwks import JwksKeys
 from scim.tables import TableRepository, open_repository
 
 __all__ = ["Runtime"]
@@ -54,7 +53,12 @@ class Runtime:
         settings.check_serving()
         repository = open_repository(settings)
         self._repository = repository
-        keys = JwksKeys(settings.jwks_url) if settings.entra_tenant_id else None
+        keys = None
+        if settings.entra_tenant_id:
+            # Imported here: aiohttp's import (~130 ms) belongs to JWT mode, not to every cold start.
+            from scim.jwks import JwksKeys
+
+            keys = JwksKeys(settings.jwks_url)
         log.info("SCIM service ready: table %s, tenant %s", settings.table_name, settings.tenant)
         return ScimApi(settings, repository, keys=keys)
 

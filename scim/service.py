@@ -478,16 +478,12 @@ class ResourceService:
                 if if_match is not None:
                     raise
                 continue
-            await self._after_delete(current)
             return
         raise ConflictError(f"The {self.kind.name} kept changing while being deleted; retry.")
 
     async def _before_delete(self, current: StoredResource) -> StoredResource:
         """Undo what lives outside the resource's partition; return the state to delete."""
         return current
-
-    async def _after_delete(self, deleted: StoredResource) -> None:
-        """Clean up after the resource's rows are gone."""
 
 
 def check_precondition(current: StoredResource, if_match: str | None) -> None:
