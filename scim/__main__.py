@@ -3,10 +3,15 @@
 Commands:
     check [--repair] [--json]   scan the table for anomalies (``scim.consistency``),
                                 and repair them with ``--repair``
+    token new | check URL       make a Secret Token; probe an endpoint like Entra's Test Connection
+    entra login | connect | provision | start | pause | status | logs
+                                set up and watch Entra provisioning through Microsoft Graph
+                                (``scim.admin``)
 
-Settings come from the same ``SCIM_*`` variables as the endpoint (only the
-storage ones are needed). Exit status: 0 consistent (or all repaired),
-1 anomalies remain, 2 bad configuration or storage unavailable.
+``check`` takes its settings from the same ``SCIM_*`` variables as the endpoint
+(only the storage ones are needed). Exit status: 0 done (consistent, or all
+repaired), 1 anomalies remain / the check or step failed, 2 bad configuration,
+storage or Graph unavailable.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from scim.admin.cli import add_commands, run
 from scim.config import ConfigurationError, Settings
 from scim.consistency import check, repair
 from scim.errors import ScimError
@@ -49,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     checker = commands.add_parser("check", help="report (and with --repair fix) table inconsistencies")
     checker.add_argument("--repair", action="store_true", help="fix what can be fixed")
     checker.add_argument("--json", action="store_true", help="one JSON object per anomaly")
+    add_commands(commands)
     arguments = parser.parse_args(argv)
+    if arguments.command != "check":
+        return run(arguments, os.environ)
     try:
         settings = Settings.from_env(os.environ)
         if not settings.storage_connection_string and not settings.storage_table_endpoint:
