@@ -36,7 +36,12 @@ DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 
 #: Delegated permissions the commands use (least privilege per Graph API page).
-DELEGATED_SCOPES = ("Application.Read.All", "Synchronization.ReadWrite.All", "AuditLog.Read.All")
+DELEGATED_SCOPES = (
+    "Application.Read.All",
+    "Synchronization.ReadWrite.All",
+    "AuditLog.Read.All",
+    "User.Read.All",
+)
 
 #: AADSTS error numbers → what the operator should do.
 _AADSTS_HINTS = {

@@ -248,8 +248,9 @@ def _steps_of(summary: Any) -> list[Step]:
     return [
         Step(
             name=str(step.get("name", "")),
-            kind=str(step.get("provisioningStepType", "")),
-            status=str(step.get("status", "")),
+            # provisionOnDemand's document says "type"/"Success"; the logs "provisioningStepType"/"success".
+            kind=str(step.get("provisioningStepType") or step.get("type") or ""),
+            status=str(step.get("status", "")).lower(),
             description=str(step.get("description", "")),
             details={str(k): str(v) for k, v in (step.get("details") or {}).items()},
         )
