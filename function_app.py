@@ -120,6 +120,12 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 
 # The host tries routes in function-name order, not by specificity (azure-notes
 # §1.2), so this catch-all is named to sort after every other trigger.
+@app.timer_trigger(schedule="*/10 * * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+async def change_feed_relay(timer: func.TimerRequest) -> None:
+    """Every 10 s: publish committed changes to the change-feed queue and keep them as audit (scim.feed)."""
+    await runtime.relay_once()
+
+
 @app.route(route="v2/{*path}", methods=ALL_METHODS)
 async def zz_unknown_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     """Any other path under the SCIM base: a SCIM 404 (501 for /.search) body."""

@@ -3,12 +3,14 @@
 Commands:
     check [--repair] [--json]   scan the table for anomalies (``scim.consistency``),
                                 and repair them with ``--repair``
+    audit [prune] [filters]     who changed what, when (``scim.changelog``)
+    feed relay | replay         publish pending changes; re-send recorded events since a time
     token new | check URL       make a Secret Token; probe an endpoint like Entra's Test Connection
     entra login | connect | provision | start | pause | status | logs
                                 set up and watch Entra provisioning through Microsoft Graph
                                 (``scim.admin``)
 
-``check`` takes its settings from the same ``SCIM_*`` variables as the endpoint
+``check``, ``audit`` and ``feed`` take their settings from the same ``SCIM_*`` variables as the endpoint
 (only the storage ones are needed). Exit status: 0 done (consistent, or all
 repaired), 1 anomalies remain / the check or step failed, 2 bad configuration,
 storage or Graph unavailable.
@@ -23,6 +25,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from scim import changelog
 from scim.admin.cli import add_commands, run
 from scim.config import ConfigurationError, Settings
 from scim.consistency import check, repair
@@ -56,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     checker.add_argument("--repair", action="store_true", help="fix what can be fixed")
     checker.add_argument("--json", action="store_true", help="one JSON object per anomaly")
     add_commands(commands)
+    changelog.add_commands(commands)
     arguments = parser.parse_args(argv)
-    if arguments.command != "check":
+    if arguments.command in ("token", "entra"):
         return run(arguments, os.environ)
     try:
         settings = Settings.from_env(os.environ)
@@ -65,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigurationError(
                 "SCIM_STORAGE_CONNECTION_STRING (or SCIM_STORAGE_TABLE_ENDPOINT) is not set"
             )
+        if arguments.command != "check":
+            return changelog.run(settings, arguments)
         return asyncio.run(_check(settings, fix=arguments.repair, as_json=arguments.json))
     except (ConfigurationError, ScimError) as error:
         print(f"error: {getattr(error, 'detail', error)}", file=sys.stderr)

@@ -22,6 +22,7 @@ from scim2_models import Context, ResponseParameters
 
 from scim.auth import Authenticator, JwtPolicy, KeySource
 from scim.bulk import BulkLimits, Dispatch, SubResponse, process_bulk
+from scim.changes import Actor, current_actor
 from scim.config import Settings
 from scim.discovery import Discovery
 from scim.errors import (
@@ -136,7 +137,11 @@ class ScimApi:
                     f"{self._settings.max_body_bytes:,}."
                 )
             principal = await self._authenticator.authenticate(request.header("authorization"))
-            response = await handler(request)
+            actor = current_actor.set(Actor(principal, request_id))  # for the change records
+            try:
+                response = await handler(request)
+            finally:
+                current_actor.reset(actor)
         except ScimError as error:
             response, scim_type = error_response(error), error.scim_type
         except Exception:
@@ -292,8 +297,8 @@ class ScimApi:
             if request.method == "GET":
                 stored = await service.get(resource_id)
                 if_none_match = request.header("if-none-match")
-                if if_none_match and matches_if_match(if_none_match, version_of(stored.etag)):
-                    return Response(304, {"ETag": version_of(stored.etag)})
+                if if_none_match and matches_if_match(if_none_match, version_of(stored)):
+                    return Response(304, {"ETag": version_of(stored)})
                 return await self._resource_response(service, request, stored)
             if request.method == "PUT":
                 stored = await service.replace(resource_id, _json_body(request), if_match=if_match)
@@ -302,7 +307,7 @@ class ScimApi:
                 stored = await service.patch(resource_id, _json_body(request), if_match=if_match)
                 if service.kind is GROUP and _response_parameters(GROUP, request.query) is None:
                     # Entra expects 204 for group PATCHes and must never get the member list.
-                    return Response(204, {"ETag": version_of(stored.etag)})
+                    return Response(204, {"ETag": version_of(stored)})
                 return await self._resource_response(service, request, stored)
             if request.method == "DELETE":
                 await service.delete(resource_id, if_match=if_match)
@@ -343,7 +348,7 @@ class ScimApi:
         document = _with_references(dict(stored.document), base_url)
         meta = dict(document.get("meta") or {})
         meta["location"] = f"{base_url}{service.kind.endpoint}/{stored.id}"
-        meta["version"] = version_of(stored.etag)
+        meta["version"] = version_of(stored)
         document["meta"] = meta
         if parameters is None or not (parameters.attributes or parameters.excluded_attributes):
             return document
@@ -361,7 +366,7 @@ class ScimApi:
     ) -> Response:
         parameters = _response_parameters(service.kind, request.query)
         document = await self._render(service, stored, self._base_url(request), parameters)
-        headers = {"ETag": version_of(stored.etag)}
+        headers = {"ETag": version_of(stored)}
         if location:
             headers["Location"] = f"{self._base_url(request)}{service.kind.endpoint}/{stored.id}"
         return _json_response(status, document, headers)

@@ -82,6 +82,16 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) 
     return value
 
 
+def _queue_name(environ: Mapping[str, str]) -> str:
+    """``SCIM_CHANGE_QUEUE``: a queue name (3-63 of a-z 0-9 -), or ``off`` for no change feed."""
+    name = environ.get("SCIM_CHANGE_QUEUE", "scim-changes").strip()
+    if name.lower() in {"", "off", "none"}:
+        return ""
+    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", name):
+        raise ConfigurationError("SCIM_CHANGE_QUEUE must be 3-63 of a-z 0-9 and single hyphens (or off)")
+    return name
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the SCIM service needs to know about its deployment.
@@ -109,6 +119,11 @@ class Settings:
             (``filter.maxResults`` in /ServiceProviderConfig).
         max_scan: Most resources a filter that no index can answer may examine.
         max_body_bytes: Largest request body accepted (413 above it).
+        change_queue: Azure Storage Queue the change feed is published to
+            (``scim.feed``); empty: changes are kept in the audit trail only.
+        storage_queue_endpoint: Queue endpoint for identity-based access
+            (default: the table endpoint's account, ``.queue.``).
+        audit_retention_days: Days the audit trail keeps a change (0: forever).
     """
 
     storage_connection_string: str = field(default="", repr=False)
@@ -125,6 +140,9 @@ class Settings:
     max_page_size: int = 200
     max_scan: int = 10_000
     max_body_bytes: int = 1_048_576
+    change_queue: str = "scim-changes"
+    storage_queue_endpoint: str = ""
+    audit_retention_days: int = 365
 
     def check_serving(self) -> None:
         """Refuse to serve with settings that cannot work.
@@ -184,4 +202,10 @@ class Settings:
             max_page_size=_int(environ, "SCIM_MAX_PAGE_SIZE", cls.max_page_size),
             max_scan=_int(environ, "SCIM_MAX_SCAN", cls.max_scan),
             max_body_bytes=_int(environ, "SCIM_MAX_BODY_BYTES", cls.max_body_bytes),
+            change_queue=_queue_name(environ),
+            storage_queue_endpoint=_https_endpoint(environ.get("SCIM_STORAGE_QUEUE_ENDPOINT", ""))
+            or _https_endpoint(environ.get("SCIM_STORAGE_TABLE_ENDPOINT", "")).replace(".table.", ".queue."),
+            audit_retention_days=_int(
+                environ, "SCIM_AUDIT_RETENTION_DAYS", cls.audit_retention_days, minimum=0
+            ),
         )

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scim import entra
+from scim.changes import Change
 from scim.errors import (
     ConflictError,
     InvalidPathError,
@@ -36,7 +37,7 @@ from scim.errors import (
     PreconditionFailedError,
 )
 from scim.limits import MAX_INDEXED_CHARS, check_member_count, check_patch_size
-from scim.membership import Membership
+from scim.membership import MemberRecord, Membership
 from scim.repository import Repository, StoredResource
 from scim.resources import GROUP
 from scim.service import WRITE_ATTEMPTS, ResourceService, back_off, check_precondition
@@ -208,9 +209,9 @@ class GroupService(ResourceService):
         if not members:  # known empty: the response needs no read of member edges
             return dataclasses.replace(stored, document={**stored.document, "members": []})
         wanted = dict(members)
-        etag, skipped = await self._membership.change(stored, add=wanted)
+        group, skipped = await self._membership.change(stored, add=wanted, record=self._recorder(stored.id))
         added = [_entry(m, display) for m, display in wanted.items() if m not in skipped]
-        return StoredResource(stored.id, {**stored.document, "members": added}, etag)
+        return dataclasses.replace(group, document={**stored.document, "members": added})
 
     async def replace(self, resource_id: str, body: Any, *, if_match: str | None = None) -> StoredResource:
         """RFC 7644 §3.5.1: replace the attributes, and the members with those given (none if absent)."""
@@ -257,15 +258,29 @@ class GroupService(ResourceService):
             if not add and not remove:
                 return current
             try:
-                etag, _ = await self._membership.change(
-                    current, add=add, remove=remove, conditional=if_match is not None
+                group, _ = await self._membership.change(
+                    current,
+                    add=add,
+                    remove=remove,
+                    conditional=if_match is not None,
+                    record=self._recorder(resource_id),
                 )
             except PreconditionFailedError:
                 if if_match is not None:
                     raise
                 continue
-            return dataclasses.replace(current, etag=etag)
+            return dataclasses.replace(current, etag=group.etag, version=group.version)
         raise ConflictError(f"The group was changed by concurrent requests {WRITE_ATTEMPTS} times; retry.")
+
+    def _recorder(self, group_id: str) -> MemberRecord:
+        """The change record of one batch of member changes (``scim.changes``, operation ``members``)."""
+
+        def record(version: int, added: tuple[str, ...], removed: tuple[str, ...], modified: str) -> Change:
+            return Change.of(
+                self.kind.name, group_id, "members", version, modified, added=added, removed=removed
+            )
+
+        return record
 
     async def _before_delete(self, current: StoredResource) -> StoredResource:
         """Remove every membership first, in the order of ``scim.membership``."""

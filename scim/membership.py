@@ -50,11 +50,15 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from scim.changes import Change, timestamp
 from scim.repository import Repository, ReverseEdge, StoredResource
 
 __all__ = ["REPAIR_AFTER", "Membership", "is_resource_id"]
 
 log = logging.getLogger(__name__)
+
+MemberRecord = Callable[[int, tuple[str, ...], tuple[str, ...], str], Change]
+"""Builds the change record of one member batch from (version, added ids, removed ids, time)."""
 
 REPAIR_AFTER = timedelta(seconds=60)
 """Age after which a pending reverse edge is considered abandoned by a crash."""
@@ -87,11 +91,14 @@ class Membership:
         add: Mapping[str, str | None] | None = None,
         remove: Sequence[str] = (),
         conditional: bool = False,
-    ) -> tuple[str, set[str]]:
-        """Add (id → display) and remove members of ``group``; return its new ETag and the skipped ids.
+        record: MemberRecord | None = None,
+    ) -> tuple[StoredResource, set[str]]:
+        """Add (id → display) and remove members of ``group``; return its new state and the skipped ids.
 
         With ``conditional``, the member write fails unless the group is still
-        at ``group.etag`` (the client's ``If-Match``).
+        at ``group.etag`` (the client's ``If-Match``). Each batch of member
+        edges is one version of the group and carries ``record(version, added,
+        removed, time)``, the change record of that batch (``scim.changes``).
 
         Raises:
             PreconditionFailedError: The group changed meanwhile; retry from a fresh read.
@@ -114,12 +121,13 @@ class Membership:
             not_members = await self._repository.mark_reverse_edges_pending(group.id, leaving)
             leaving = [u for u in leaving if u not in not_members]
 
-        etag = await self._repository.write_member_edges(
-            group.id,
-            modified=self._clock().isoformat().replace("+00:00", "Z"),
+        group = await self._repository.write_member_edges(
+            group,
+            modified=timestamp(self._clock()),
             add={u: add[u] for u in wanted},
             remove=leaving,
-            if_match=group.etag if conditional else None,
+            conditional=conditional,
+            record=record,
         )
 
         if wanted:  # phase 3 of an add: settle only the edges nobody touched since phase 1
@@ -135,7 +143,7 @@ class Membership:
                 "Skipped %d member id(s) of group %s that match no user: %s",
                 len(skipped), group.id, ", ".join(sorted(skipped)[:5]),
             )  # fmt: skip
-        return etag, skipped
+        return group, skipped
 
     async def remove_user(self, user: StoredResource) -> None:
         """Delete the member edges of a user flagged *deleting* (before its rows go)."""

@@ -8,17 +8,19 @@ run it against Azurite, never a mock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from scim.changes import Change
     from scim.pushdown import Condition
 
 __all__ = [
     "IndexRow",
     "MemberEdgeRow",
+    "PendingChange",
     "Repository",
     "ReverseEdge",
     "ReverseEdgeRow",
@@ -54,6 +56,8 @@ class StoredResource:
     edges: tuple[ReverseEdge, ...] = ()
     deleting: bool = False
     edges_known: bool = True
+    version: int = 0
+    """The version counter: +1 on every committed change (``meta.version`` is ``W/"<version>"``)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,15 @@ class StagedEdges:
     """The ETag of each edge written."""
 
 
+@dataclass(frozen=True)
+class PendingChange:
+    """An outbox row: a committed change not yet published (``scim.feed``)."""
+
+    row_key: str
+    etag: str
+    change: Change
+
+
 InventoryRow = StoredResource | IndexRow | ReverseEdgeRow | MemberEdgeRow
 
 
@@ -116,8 +129,9 @@ class Repository(Protocol):
         unique: Mapping[str, str],
         *,
         columns: Mapping[str, Any] | None = None,
+        change: Change | None = None,
     ) -> str:
-        """Insert a resource and its index rows; return the new ETag.
+        """Insert a resource, its index rows and the record of its change; return the new ETag.
 
         Raises:
             UniquenessError: An index row already exists (names the attribute).
@@ -145,8 +159,9 @@ class Repository(Protocol):
         old_unique: Mapping[str, str],
         new_unique: Mapping[str, str],
         columns: Mapping[str, Any] | None = None,
+        change: Change | None = None,
     ) -> str:
-        """Replace the document if its ETag is still ``current.etag``; return the new ETag.
+        """If the ETag is still ``current.etag``, replace the document and record the change; new ETag.
 
         Raises:
             PreconditionFailedError: The resource changed since ``current`` was read.
@@ -163,8 +178,12 @@ class Repository(Protocol):
         """
         ...
 
-    async def delete(self, kind: str, current: StoredResource, unique: Mapping[str, str]) -> None:
+    async def delete(
+        self, kind: str, current: StoredResource, unique: Mapping[str, str], change: Change | None = None
+    ) -> None:
         """Delete the resource, its index rows and ``current.edges`` if its ETag is still ``current.etag``.
+
+        The record of the change is written in the transaction that deletes the resource row.
 
         Raises:
             PreconditionFailedError: The resource changed since ``current`` was read.
@@ -210,17 +229,21 @@ class Repository(Protocol):
 
     async def write_member_edges(
         self,
-        group_id: str,
+        group: StoredResource,
         *,
         modified: str,
         add: Mapping[str, str | None] | None = None,
         remove: Sequence[str] = (),
-        if_match: str | None = None,
-    ) -> str:
-        """Add (id → display) and remove member edges, touching the group row; return its ETag.
+        conditional: bool = False,
+        record: Callable[[int, tuple[str, ...], tuple[str, ...], str], Change] | None = None,
+    ) -> StoredResource:
+        """Add (id → display) and remove member edges; each batch is one version of the group.
+
+        Each batch carries ``record(version, added, removed, modified)``. Returns the group
+        with its new ETag and version.
 
         Raises:
-            PreconditionFailedError: ``if_match`` (a storage ETag) no longer matches.
+            PreconditionFailedError: ``conditional`` and the group changed since ``group`` was read.
             NotFoundError: The group was deleted meanwhile.
         """
         ...
@@ -235,6 +258,24 @@ class Repository(Protocol):
 
     async def existing_member_edges(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of the (group id, user id) member edges exist."""
+        ...
+
+    async def pending_changes(self, kind: str, limit: int = 1000) -> list[PendingChange]:
+        """Committed changes not yet published (outbox rows), a resource's in version order."""
+        ...
+
+    async def settle_change(self, kind: str, pending: PendingChange) -> bool:
+        """Move a published change from the outbox to the audit trail; False if already moved."""
+        ...
+
+    def audit_records(
+        self, kind: str, *, since: str = "", until: str = "~"
+    ) -> AsyncIterator[tuple[Change, bool]]:
+        """Recorded changes between two ISO times, with whether each was published."""
+        ...
+
+    async def prune_audit(self, kind: str, before: str) -> int:
+        """Delete audit records older than ``before`` (ISO time); return how many."""
         ...
 
     def inventory(self, kind: str) -> AsyncIterator[InventoryRow]:

@@ -12,11 +12,16 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from scim.api import Request, Response, ScimApi, error_response
 from scim.config import ConfigurationError, Settings
-from scim.errors import InternalError
+from scim.errors import InternalError, ScimError
+from scim.feed import Relay, RelayReport
 from scim.tables import TableRepository, open_repository
+
+if TYPE_CHECKING:
+    from scim.queue import QueuePublisher
 
 __all__ = ["Runtime"]
 
@@ -47,12 +52,15 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: ScimApi | None = None
         self._repository: TableRepository | None = None
+        self._relay: Relay | None = None
+        self._publisher: QueuePublisher | None = None
+        self._built: Settings | None = None
 
     def _build(self) -> ScimApi:
         settings = self._settings()
         settings.check_serving()
         repository = open_repository(settings)
-        self._repository = repository
+        self._repository, self._relay, self._built = repository, None, settings
         keys = None
         if settings.entra_tenant_id:
             # Imported here: aiohttp's import (~130 ms) belongs to JWT mode, not to every cold start.
@@ -69,6 +77,41 @@ class Runtime:
             self._api = self._build()
             self._loop = loop
         return self._api
+
+    def relay(self) -> Relay:
+        """The change-feed relay (``scim.feed``), sharing the API's storage client and loop."""
+        self.api()
+        if self._relay is None:
+            # Imported here: the queue SDK's import belongs to the relay, not to HTTP cold starts.
+            from scim.queue import open_publisher
+
+            settings, repository = self._built, self._repository
+            assert settings is not None and repository is not None  # built by api()  # noqa: S101
+            self._publisher = open_publisher(settings)
+            self._relay = Relay(
+                repository,
+                self._publisher,
+                source=f"urn:scim:tenant:{settings.tenant}",
+                retention_days=settings.audit_retention_days,
+            )
+        return self._relay
+
+    async def relay_once(self) -> RelayReport:
+        """One relay run (the timer trigger's body); errors are logged, never raised to the host."""
+        try:
+            report = await self.relay().run_once()
+        except ConfigurationError as error:
+            log.error("The change feed is not configured: %s", error)
+            return RelayReport()
+        except ScimError as error:
+            log.warning("Change-feed relay stopped for this run: %s", error.detail)
+            return RelayReport()
+        if report:
+            log.info(
+                "Change feed: %d published, %d recorded, %d waiting, %d pruned",
+                report.published, report.recorded, report.waiting, report.pruned,
+            )  # fmt: skip
+        return report
 
     def health(self) -> Response:
         """Liveness for proxies and orchestrators: no credential needed, no storage touched.
@@ -87,7 +130,9 @@ class Runtime:
         """Close the storage client (call on the loop the API was built on)."""
         if self._repository is not None:
             await self._repository.close()
-        self._repository = None
+        if self._publisher is not None:
+            await self._publisher.close()
+        self._repository, self._publisher, self._relay = None, None, None
         self._api = None
         self._loop = None
 

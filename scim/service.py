@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import hashlib
 import json
 import random
 import uuid
@@ -31,6 +30,7 @@ from scim2_models import Context, Meta, PatchOp, Resource, SCIMException, Search
 from scim2_models.path import CompareOperator, Comparison, FilterNode, LogicalExpr, LogicalOperator
 
 from scim import entra
+from scim.changes import Change, timestamp
 from scim.errors import (
     ConflictError,
     InternalError,
@@ -69,12 +69,16 @@ async def back_off(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, min(0.4, 0.01 * 2**attempt)))  # noqa: S311 - not crypto
 
 
-def version_of(etag: str) -> str:
-    """The weak ``meta.version`` / ``ETag`` of a stored row (RFC 7644 §3.14).
+def version_of(stored: StoredResource) -> str:
+    """The weak ``meta.version`` / ``ETag`` of a resource (RFC 7644 §3.14).
 
-    Derived from the storage ETag, so it changes exactly when the row does.
+    The resource's version counter: every committed change adds exactly one
+    (under the row's storage ETag, so concurrent writers never share a number),
+    and the change feed carries the same number (``scim.changes``). A user's
+    ``groups`` is kept on the group side, so a membership change versions the
+    group, not the user.
     """
-    return 'W/"' + hashlib.sha256(etag.encode("utf-8")).hexdigest()[:20] + '"'
+    return f'W/"{stored.version}"'
 
 
 def _opaque(tag: str) -> str:
@@ -213,10 +217,11 @@ class ResourceService:
         resource.meta = Meta(resource_type=self.kind.name, created=now, last_modified=now)
         document = self._document(resource)
         unique = self.kind.unique_keys(resource)
+        change = Change.of(self.kind.name, resource.id, "create", 1, timestamp(now), after=document)
         etag = await self._repository.create(
-            self.kind.name, resource.id, document, unique, columns=columns_of(resource)
+            self.kind.name, resource.id, document, unique, columns=columns_of(resource), change=change
         )
-        return StoredResource(resource.id, document, etag)
+        return StoredResource(resource.id, document, etag, version=1)
 
     async def get(self, resource_id: str) -> StoredResource:
         """RFC 7644 §3.4.1: one read.
@@ -384,7 +389,7 @@ class ResourceService:
         def rewrite(_: Resource[Any]) -> Resource[Any]:
             return resource.model_copy(deep=True)
 
-        return await self._write(resource_id, rewrite, if_match=if_match)
+        return await self._write(resource_id, rewrite, "replace", if_match=if_match)
 
     async def patch(self, resource_id: str, body: Any, *, if_match: str | None = None) -> StoredResource:
         """RFC 7644 §3.5.2: apply the operations atomically (all or none).
@@ -412,16 +417,17 @@ class ResourceService:
                 check_indexed_values(resource)
             return resource if changed else None
 
-        return await self._write(resource_id, apply, if_match=if_match)
+        return await self._write(resource_id, apply, "patch", if_match=if_match)
 
     async def _write(
         self,
         resource_id: str,
         change: Callable[[Resource[Any]], Resource[Any] | None],
+        operation: str,
         *,
         if_match: str | None,
     ) -> StoredResource:
-        """Read, change, conditionally write; retry when another writer won.
+        """Read, change, conditionally write (with the change record); retry when another writer won.
 
         With ``If-Match`` the client owns the race and gets 412 instead.
         """
@@ -434,13 +440,24 @@ class ResourceService:
             after = change(before.model_copy(deep=True))
             if after is None:
                 return current  # nothing changed: no write, version unchanged
+            now = self._clock()
             after.id = current.id
             after.meta = Meta(
                 resource_type=self.kind.name,
-                created=before.meta.created if before.meta else self._clock(),
-                last_modified=self._clock(),
+                created=before.meta.created if before.meta else now,
+                last_modified=now,
             )
             document = self._document(after)
+            version = current.version + 1
+            record = Change.of(
+                self.kind.name,
+                current.id,
+                operation,
+                version,
+                timestamp(now),
+                before=current.document,
+                after=document,
+            )
             try:
                 etag = await self._repository.replace(
                     self.kind.name,
@@ -449,12 +466,13 @@ class ResourceService:
                     old_unique=self.kind.unique_keys(before),
                     new_unique=self.kind.unique_keys(after),
                     columns=columns_of(after),
+                    change=record,
                 )
             except PreconditionFailedError:
                 if if_match is not None:
                     raise
                 continue
-            return dataclasses.replace(current, document=document, etag=etag)
+            return dataclasses.replace(current, document=document, etag=etag, version=version)
         raise ConflictError(
             f"The {self.kind.name} was changed by concurrent requests {WRITE_ATTEMPTS} times; retry."
         )
@@ -473,7 +491,11 @@ class ResourceService:
             unique = self.kind.unique_keys(self._load(current))
             try:
                 current = await self._before_delete(current)
-                await self._repository.delete(self.kind.name, current, unique)
+                record = Change.of(
+                    self.kind.name, current.id, "delete", current.version + 1, timestamp(self._clock()),
+                    before=current.document,
+                )  # fmt: skip
+                await self._repository.delete(self.kind.name, current, unique, record)
             except PreconditionFailedError:
                 if if_match is not None:
                     raise
@@ -492,9 +514,9 @@ def check_precondition(current: StoredResource, if_match: str | None) -> None:
     Raises:
         PreconditionFailedError: It does not.
     """
-    if if_match is not None and not matches_if_match(if_match, version_of(current.etag)):
+    if if_match is not None and not matches_if_match(if_match, version_of(current)):
         raise PreconditionFailedError(
-            f"If-Match {if_match} does not match the current version {version_of(current.etag)}."
+            f"If-Match {if_match} does not match the current version {version_of(current)}."
         )
 
 

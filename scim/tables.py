@@ -12,6 +12,12 @@ Layout (one table; DESIGN §5, azure-notes §5.8)::
     <tenant>|Group   res:<gid>                r   SCIM JSON (without members)
     <tenant>|Group   idx:<attribute>:<key>    i   {"id": <gid>}
     <tenant>|Group   mem:<gid>:<uid>          m   member edge: {"value": <uid>}
+    <tenant>|<Type>  out:<id>:<sequence>      o   outbox: a Change (scim.changes) in c0..cN, not yet published
+    <tenant>|<Type>  aud:<time>:<id>:<seq>    a   audit: the same Change once published (kept for retention)
+
+Every write of a resource row increments its version counter ``v`` (its
+``meta.version``) and carries, in the same transaction, the outbox row of the
+change: no change commits without its record, and no record without its change.
 
 A resource and its index rows share a partition, so create, rename and delete
 are one entity-group transaction: a duplicate fails at the index row and
@@ -28,10 +34,12 @@ start-up, DESIGN §2).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import random
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn
@@ -51,6 +59,7 @@ from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from scim.changes import Change
 from scim.config import Settings
 from scim.errors import (
     InternalError,
@@ -65,6 +74,7 @@ from scim.repository import (
     IndexRow,
     InventoryRow,
     MemberEdgeRow,
+    PendingChange,
     ReverseEdge,
     ReverseEdgeRow,
     StagedEdges,
@@ -74,6 +84,9 @@ from scim.repository import (
 __all__ = ["TableRepository", "connect", "connect_with_identity", "open_repository", "row_key_component"]
 
 log = logging.getLogger(__name__)
+
+MemberRecord = Callable[[int, tuple[str, ...], tuple[str, ...], str], Change]
+"""Builds the change record of a member batch from (version, added ids, removed ids, time)."""
 
 CHUNK_CHARS = 32_000
 """Characters per document property: a string property holds 64 KiB of UTF-16."""
@@ -85,8 +98,16 @@ _RESOURCE = "res:"
 _RESOURCE_END = "res;"  # the character after ':' bounds the RowKey range of resource rows
 _EDGE = "|g:"
 _MEMBER = "mem:"
+_OUTBOX, _OUTBOX_END = "out:", "out;"
+_AUDIT, _AUDIT_END = "aud:", "aud;"
 BATCH = 100
 """Most operations per entity-group transaction (Table Storage limit)."""
+RECORD_CHUNKS = 4
+"""Change-record properties kept with the resource: larger records drop the resource's values."""
+MEMBER_EDGES_PER_BATCH = BATCH - 2
+"""A member batch also carries the group row (its version) and the change record."""
+MEMBER_WRITE_ATTEMPTS = 32
+"""Tries of one member batch against concurrent writers of the same group (each re-reads the group row)."""
 _USER, _GROUP = "User", "Group"
 _MAX_KEY_COMPONENT = 200
 """Bytes of escaped key text kept readable; longer keys are hashed (Cosmos DB caps RowKey at 255 B)."""
@@ -179,26 +200,50 @@ def _index_row_key(attribute: str, key: str) -> str:
     return f"idx:{attribute}:{row_key_component(key)}"
 
 
+def _chunked(text: str, prefix: str) -> dict[str, str]:
+    chunks = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+    return {f"{prefix}{i}": chunk for i, chunk in enumerate(chunks)}
+
+
+def _unchunked(entity: Mapping[str, Any], prefix: str) -> str:
+    parts = []
+    for i in range(MAX_CHUNKS + 1):
+        part = entity.get(f"{prefix}{i}")
+        if part is None:
+            break
+        parts.append(part)
+    return "".join(parts)
+
+
 def _split(document: dict[str, Any]) -> dict[str, str]:
     text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    chunks = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
-    if len(chunks) > MAX_CHUNKS:
+    if len(text) > CHUNK_CHARS * MAX_CHUNKS:
         raise PayloadTooLargeError(
             f"The resource is too large to store ({len(text):,} characters of JSON; "
             f"the limit is {CHUNK_CHARS * MAX_CHUNKS:,})."
         )
-    return {f"d{i}": chunk for i, chunk in enumerate(chunks)}
+    return _chunked(text, "d")
 
 
 def _join(entity: Mapping[str, Any]) -> dict[str, Any]:
-    parts = []
-    for i in range(MAX_CHUNKS):
-        part = entity.get(f"d{i}")
-        if part is None:
-            break
-        parts.append(part)
-    document: dict[str, Any] = json.loads("".join(parts))
+    document: dict[str, Any] = json.loads(_unchunked(entity, "d"))
     return document
+
+
+def _record(change: Change) -> dict[str, str]:
+    """The properties of a change's row; without the resource when it would not fit beside it."""
+    text = change.to_json()
+    if len(text) > CHUNK_CHARS * RECORD_CHUNKS:
+        text = change.without_resource().to_json()
+    return _chunked(text, "c")
+
+
+def _outbox_key(change: Change) -> str:
+    return f"{_OUTBOX}{change.resource_id}:{change.sequence:012d}"
+
+
+def _audit_key(change: Change) -> str:
+    return f"{_AUDIT}{change.time}:{change.resource_id}:{change.sequence:012d}"
 
 
 def _error_code(error: HttpResponseError) -> str:
@@ -280,6 +325,9 @@ class TableRepository:
 
     def _row(self, kind: str, row_key: str, **properties: Any) -> dict[str, Any]:
         return {"PartitionKey": self._partition(kind), "RowKey": row_key, **properties}
+
+    def _outbox_row(self, kind: str, change: Change) -> dict[str, Any]:
+        return self._row(kind, _outbox_key(change), t="o", **_record(change))
 
     # -- transactions ---------------------------------------------------------
 
@@ -388,15 +436,21 @@ class TableRepository:
         unique: Mapping[str, str],
         *,
         columns: Mapping[str, Any] | None = None,
+        change: Change | None = None,
     ) -> str:
-        """Insert the resource row (with its filter columns) and its index rows in one transaction."""
-        row = self._row(kind, _RESOURCE + resource_id, t="r", **_split(document), **(columns or {}))
+        """Insert the resource row (columns, version), its index rows and its change record, atomically."""
+        version = change.sequence if change is not None else 1
+        row = self._row(
+            kind, _RESOURCE + resource_id, t="r", v=version, **_split(document), **(columns or {})
+        )
         operations: list[tuple[Any, ...]] = [("create", row)]
         names = list(unique)
         for name in names:
             operations.append(
                 ("create", self._row(kind, _index_row_key(name, unique[name]), t="i", id=resource_id))
             )
+        if change is not None:
+            operations.append(("create", self._outbox_row(kind, change)))
         try:
             results = await self._submit(operations)
         except TableTransactionError as error:
@@ -446,9 +500,11 @@ class TableRepository:
         old_unique: Mapping[str, str],
         new_unique: Mapping[str, str],
         columns: Mapping[str, Any] | None = None,
+        change: Change | None = None,
     ) -> str:
-        """Conditional replace of the resource row plus index-row moves, atomically."""
-        row = self._row(kind, _RESOURCE + current.id, t="r", **_split(document), **(columns or {}))
+        """Conditional replace of the resource row, index-row moves and the change record, atomically."""
+        version = change.sequence if change is not None else current.version
+        row = self._row(kind, _RESOURCE + current.id, t="r", v=version, **_split(document), **(columns or {}))
         if current.edges:
             row["g"] = True  # keep the marker a full replace would drop
         operations: list[tuple[Any, ...]] = [("update", row, _if_match(current.etag))]
@@ -465,6 +521,8 @@ class TableRepository:
                     ("create", self._row(kind, _index_row_key(name, new), t="i", id=current.id))
                 )
                 names.append(name)
+        if change is not None:
+            operations.append(("create", self._outbox_row(kind, change)))
         try:
             results = await self._submit(operations)
         except TableTransactionError as error:
@@ -484,17 +542,21 @@ class TableRepository:
             )
         except TableTransactionError as error:
             self._raise_transaction_error(error, [], offset=1)
-        return StoredResource(current.id, current.document, str(results[0]["etag"]), current.edges, True)
+        return replace(current, etag=str(results[0]["etag"]), deleting=True)
 
-    async def delete(self, kind: str, current: StoredResource, unique: Mapping[str, str]) -> None:
+    async def delete(
+        self, kind: str, current: StoredResource, unique: Mapping[str, str], change: Change | None = None
+    ) -> None:
         """Delete the reverse edges, then the resource and its index rows (conditional, last).
 
-        The resource row goes in the last transaction, so a crash part-way
-        leaves the resource in place and a retried DELETE finishes the job.
+        The resource row goes in the last transaction, with the change record,
+        so a crash part-way leaves the resource in place and a retried DELETE
+        finishes the job.
         """
         last: list[tuple[Any, ...]] = [
             ("delete", self._row(kind, _RESOURCE + current.id), _if_unchanged(current.etag)),
             *(("delete", self._row(kind, _index_row_key(name, key))) for name, key in unique.items()),
+            *([("create", self._outbox_row(kind, change))] if change is not None else []),
         ]
         edges = [
             ("delete", self._row(kind, self._reverse_key(current.id, e.group_id))) for e in current.edges
@@ -572,6 +634,71 @@ class TableRepository:
                 if owner in edges:
                     edges[owner].append(_reverse_edge(group_id, entity))
         return {resource_id: tuple(found) for resource_id, found in edges.items()}
+
+    # -- change records (scim.feed) ---------------------------------------------
+
+    async def pending_changes(self, kind: str, limit: int = 1000) -> list[PendingChange]:
+        """Outbox rows of one partition, in RowKey order (a resource's in version order): one read."""
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            {"pk": self._partition(kind), "lo": _OUTBOX, "hi": _OUTBOX_END},
+        )
+        pending: list[PendingChange] = []
+        async for entity in rows:
+            change = Change.from_json(_unchunked(entity, "c"))
+            pending.append(PendingChange(str(entity["RowKey"]), str(entity.metadata["etag"]), change))
+            if len(pending) >= limit:
+                break
+        return pending
+
+    async def settle_change(self, kind: str, pending: PendingChange) -> bool:
+        """Move an outbox row to the audit trail in one transaction; False if another relay did.
+
+        The audit row's key starts with the change's time, so the trail reads
+        (and is pruned) by time range.
+        """
+        change = pending.change
+        operations: list[tuple[Any, ...]] = [
+            ("delete", self._row(kind, pending.row_key), _if_unchanged(pending.etag)),
+            (
+                "upsert",
+                self._row(kind, _audit_key(change), t="a", **_record(change)),
+                {"mode": UpdateMode.REPLACE},
+            ),
+        ]
+        try:
+            await self._submit(operations)
+        except TableTransactionError as error:
+            if error.status_code in (404, 412):
+                return False
+            _translate(error)
+        return True
+
+    async def audit_records(
+        self, kind: str, *, since: str = "", until: str = "~"
+    ) -> AsyncIterator[tuple[Change, bool]]:
+        """Changes between two ISO times, as (change, published): audit rows, then outbox rows."""
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
+            {"pk": self._partition(kind), "lo": _AUDIT + since, "hi": _AUDIT + until},
+        )
+        async for entity in rows:
+            yield Change.from_json(_unchunked(entity, "c")), True
+        for pending in await self.pending_changes(kind, limit=100_000):
+            if since <= pending.change.time <= until:
+                yield pending.change, False
+
+    async def prune_audit(self, kind: str, before: str) -> int:
+        """Delete the audit rows of one partition older than ``before`` (an ISO time); how many."""
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            {"pk": self._partition(kind), "lo": _AUDIT, "hi": _AUDIT + before},
+            select=["RowKey"],
+        )
+        keys = [str(entity["RowKey"]) async for entity in rows]
+        for chunk in _chunks(keys, BATCH):
+            await self._submit_dropping_missing([("delete", self._row(kind, key)) for key in chunk])
+        return len(keys)
 
     # -- consistency checks ---------------------------------------------------
 
@@ -675,41 +802,75 @@ class TableRepository:
 
     async def write_member_edges(
         self,
-        group_id: str,
+        group: StoredResource,
         *,
         modified: str,
         add: Mapping[str, str | None] | None = None,
         remove: Sequence[str] = (),
-        if_match: str | None = None,
-    ) -> str:
-        """Upsert (id → display) and delete member edges of a group; return the group's ETag.
+        conditional: bool = False,
+        record: MemberRecord | None = None,
+    ) -> StoredResource:
+        """Upsert (id → display) and delete member edges of a group; return the group's new state.
 
-        Every batch also MERGEs the group row's membership timestamp ``ml``
-        with ``If-Match: *``: the batch fails if the group is gone, and the
-        row's ETag changes, so a concurrent DELETE of the group retries and
-        sees the new edges. Concurrent member changes never conflict with each
-        other; ``if_match`` makes the first batch conditional on the client's version.
+        Every batch also MERGEs the group row — its membership timestamp
+        ``ml`` and its version ``v`` + 1 — conditional on the group's ETag, and
+        carries the change record ``record(version, added, removed, modified)``: the batch
+        fails if the group is gone, a concurrent DELETE retries and sees the new
+        edges, and each committed batch is exactly one version. When another
+        writer moved the group meanwhile, the batch is retried on a fresh read of
+        the group row (edges are idempotent), unless ``conditional`` (the client's
+        ``If-Match``), which fails instead.
 
         Raises:
-            PreconditionFailedError: ``if_match`` no longer matches.
+            PreconditionFailedError: ``conditional`` and the group changed since ``group``.
             NotFoundError: The group was deleted meanwhile.
         """
-        edges: list[tuple[Any, ...]] = [
-            ("upsert", self._member_row(group_id, u, display), {"mode": UpdateMode.REPLACE})
+        upserts = [
+            (u, ("upsert", self._member_row(group.id, u, display), {"mode": UpdateMode.REPLACE}))
             for u, display in (add or {}).items()
-        ] + [("delete", self._row(_GROUP, f"{_MEMBER}{group_id}:{u}")) for u in remove]
-        touch = self._row(_GROUP, _RESOURCE + group_id, ml=modified)
-        condition = _MUST_EXIST_MERGE
-        if if_match is not None:
-            condition = {**_if_unchanged(if_match), "mode": UpdateMode.MERGE}
-        etag = ""
-        for chunk in _chunks(edges, BATCH - 1) if edges else [[]]:
-            # The group row goes first and must exist: if it is gone, nothing is written.
-            results, _ = await self._submit_dropping_missing(
-                [("update", touch, condition), *chunk], required=0
+        ]
+        deletes = [(u, ("delete", self._row(_GROUP, f"{_MEMBER}{group.id}:{u}"))) for u in remove]
+        edges = upserts + deletes
+        size = MEMBER_EDGES_PER_BATCH if record is not None else BATCH - 1
+        etag, version = group.etag, group.version
+        for chunk in _chunks(edges, size) if edges else [[]]:
+            added = tuple(u for u, op in chunk if op[0] == "upsert")
+            removed = tuple(u for u, op in chunk if op[0] == "delete")
+            for attempt in range(MEMBER_WRITE_ATTEMPTS):
+                touch = self._row(_GROUP, _RESOURCE + group.id, ml=modified, v=version + 1)
+                operations: list[tuple[Any, ...]] = [
+                    ("update", touch, {**_if_unchanged(etag), "mode": UpdateMode.MERGE}),
+                    *(op for _, op in chunk),
+                ]
+                if record is not None:
+                    operations.append(
+                        ("create", self._outbox_row(_GROUP, record(version + 1, added, removed, modified)))
+                    )
+                try:
+                    # The group row goes first and must be as read: if not, nothing is written.
+                    results, _ = await self._submit_dropping_missing(operations, required=0)
+                except PreconditionFailedError:
+                    if conditional or attempt == MEMBER_WRITE_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter
+                    etag, version = await self._version(_GROUP, group.id)
+                    continue
+                etag, version = str(results[0]["etag"]), version + 1
+                break
+            conditional = False  # the client's precondition held for the first batch
+        return replace(group, etag=etag, version=version)
+
+    async def _version(self, kind: str, resource_id: str) -> tuple[str, int]:
+        """The ETag and version of a resource row: one point read."""
+        try:
+            entity = await self._client.get_entity(
+                self._partition(kind), _RESOURCE + resource_id, select=["v"]
             )
-            etag, condition = str(results[0]["etag"]), _MUST_EXIST_MERGE
-        return etag
+        except ResourceNotFoundError:
+            raise NotFoundError(f"{kind} {resource_id} not found.") from None
+        except Exception as error:  # noqa: BLE001 - translated below
+            _translate(error)
+        return str(entity.metadata["etag"]), int(entity.get("v") or 0)
 
     def _member_row(self, group_id: str, user_id: str, display: str | None) -> dict[str, Any]:
         row = self._row(_GROUP, f"{_MEMBER}{group_id}:{user_id}", t="m", value=user_id)
@@ -784,7 +945,11 @@ def _stored(resource_id: str, entity: Any) -> StoredResource:
         if members_modified > str(meta.get("lastModified", "")):
             document["meta"] = {**meta, "lastModified": members_modified}
     return StoredResource(
-        resource_id, document, str(entity.metadata["etag"]), deleting=bool(entity.get("deleting"))
+        resource_id,
+        document,
+        str(entity.metadata["etag"]),
+        deleting=bool(entity.get("deleting")),
+        version=int(entity.get("v") or 0),
     )
 
 

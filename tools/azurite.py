@@ -1,11 +1,12 @@
-"""Start and stop the Azurite *table* service for tests and ``make run``.
+"""Start and stop the Azurite *table* (and *queue*) services for tests and ``make run``.
 
 Azurite is pinned in ``package.json`` and installed by ``npm ci`` into ``node_modules/``. This
-module runs ``azurite-table`` in memory on a loopback port, in its own process group, and waits
-until the port accepts connections::
+module runs ``azurite-table`` (or ``azurite-queue``) in memory on a loopback port, in its own
+process group, and waits until the port accepts connections::
 
-    with Azurite() as az:
+    with Azurite() as az, Azurite(service="queue") as queues:
         client = TableServiceClient.from_connection_string(az.connection_string)
+        both = az.connection_string_with(queues)  # TableEndpoint and QueueEndpoint
 
 It is safe to run as root, without a TTY and without stdin (CI): the child gets ``/dev/null`` as
 stdin and a new session, so a Ctrl-C in the terminal reaches only the Python process, whose
@@ -30,6 +31,7 @@ __all__ = [
     "ACCOUNT_KEY",
     "ACCOUNT_NAME",
     "Azurite",
+    "find_azurite",
     "find_azurite_table",
 ]
 
@@ -52,12 +54,17 @@ class _PortTakenError(RuntimeError):
 
 
 def find_azurite_table() -> str:
-    """Return the path of ``node_modules/.bin/azurite-table`` under the repository root.
+    """Return the path of ``node_modules/.bin/azurite-table`` (see :func:`find_azurite`)."""
+    return find_azurite("table")
+
+
+def find_azurite(service: str) -> str:
+    """Return the path of ``node_modules/.bin/azurite-<service>`` under the repository root.
 
     Raises:
         RuntimeError: Azurite (or Node.js) is not installed.
     """
-    path = _REPO_ROOT / "node_modules" / ".bin" / "azurite-table"
+    path = _REPO_ROOT / "node_modules" / ".bin" / f"azurite-{service}"
     if not path.exists():
         raise RuntimeError(
             f"Azurite is not installed ({path} is missing): run `npm ci` (or `make install`) in {_REPO_ROOT}"
@@ -97,7 +104,7 @@ def _accepts_connections(host: str, port: int) -> bool:
 
 
 class Azurite:
-    """The Azurite table service as a child process, usable as a context manager.
+    """An Azurite service (table by default, or queue) as a child process, usable as a context manager.
 
     Args:
         host: Interface to listen on (loopback by default).
@@ -118,7 +125,11 @@ class Azurite:
         log_path: str | None = None,
         location: str | None = None,
         tls: tuple[str, str] | None = None,
+        service: str = "table",
     ) -> None:
+        if service not in ("table", "queue"):
+            raise ValueError(f"unknown Azurite service {service!r}")
+        self.service = service
         self.host = host
         self.tls = tls
         self.port = port
@@ -129,19 +140,29 @@ class Azurite:
         self._log: IO[bytes] | None = None
 
     @property
-    def table_endpoint(self) -> str:
-        """The table endpoint URL, e.g. ``http://127.0.0.1:PORT/devstoreaccount1``."""
+    def endpoint(self) -> str:
+        """The service's endpoint URL, e.g. ``http://127.0.0.1:PORT/devstoreaccount1``."""
         self._require_running()
         scheme = "https" if self.tls else "http"
         return f"{scheme}://{self.host}:{self.port}/{ACCOUNT_NAME}"
 
     @property
+    def table_endpoint(self) -> str:
+        """The table endpoint URL (of a table service)."""
+        return self.endpoint
+
+    @property
     def connection_string(self) -> str:
         """A shared-key connection string for the well-known development account."""
+        key = "TableEndpoint" if self.service == "table" else "QueueEndpoint"
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};"
-            f"AccountKey={ACCOUNT_KEY};TableEndpoint={self.table_endpoint};"
+            f"AccountKey={ACCOUNT_KEY};{key}={self.endpoint};"
         )
+
+    def connection_string_with(self, queue: Azurite) -> str:
+        """One connection string for this table service and a queue service."""
+        return f"{self.connection_string}QueueEndpoint={queue.endpoint};"
 
     def start(self) -> Self:
         """Start Azurite and wait until its port accepts TCP connections.
@@ -152,7 +173,7 @@ class Azurite:
         """
         if self._process is not None:
             raise RuntimeError("Azurite is already running")
-        executable = find_azurite_table()
+        executable = find_azurite(self.service)
         attempts = _AUTO_PORT_ATTEMPTS if self._requested_port == 0 else 1
         for attempt in range(1, attempts + 1):
             if self._requested_port == 0:
@@ -176,8 +197,8 @@ class Azurite:
     def _spawn(self, executable: str) -> None:
         command = [
             executable,
-            "--tableHost", self.host,
-            "--tablePort", str(self.port),
+            f"--{self.service}Host", self.host,
+            f"--{self.service}Port", str(self.port),
             *(["--location", self.location] if self.location else ["--inMemoryPersistence"]),
             # HTTPS with a given certificate, and OAuth bearer tokens checked for iss/aud/exp
             # (not signatures): how identity-based access is tested (azure-notes §5.7).

@@ -51,6 +51,8 @@ from urllib.parse import quote
 import azure.functions as func
 from azure.functions.decorators.function_app import Function
 from azure.functions.decorators.http import HttpTrigger
+from azure.functions.decorators.timer import TimerTrigger
+from azure.functions.timer import TimerRequest
 from werkzeug.datastructures import Headers
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -372,6 +374,14 @@ class HostEmulator:
             functions = app.get_functions()
         elif app is not None or functions is None:
             raise TypeError("pass either a FunctionApp or functions=app.get_functions()")
+        functions = list(functions)
+        # Timer triggers (NCRONTAB schedules are not parsed): see start_timers().
+        self.timers: list[tuple[str, Callable[..., Any], str]] = []
+        for function in functions:
+            trigger = function.get_trigger()
+            if isinstance(trigger, TimerTrigger):
+                name = function.get_function_name() or trigger.name
+                self.timers.append((name, function.get_user_function(), trigger.name))
         routes = (_build_route(function, route_prefix) for function in functions)
         # The host tries routes in function-name order (azure-notes §1.2).
         self.routes: tuple[Route, ...] = tuple(
@@ -410,6 +420,28 @@ class HostEmulator:
             coroutine.close()  # never awaited: close it so no RuntimeWarning escapes
             raise
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    def start_timers(self, interval: float) -> None:
+        """Run every timer trigger each ``interval`` seconds on the functions' event loop.
+
+        The real host runs them on their NCRONTAB schedule (and one instance at a
+        time); the emulator runs them at a fixed interval, which is what local use
+        needs. A failing run is logged and the next one happens anyway.
+        """
+        loop = self._ensure_loop()
+        for name, handler, argument in self.timers:
+            asyncio.run_coroutine_threadsafe(self._tick(name, handler, argument, interval), loop)
+            logger.info("%-22s timer, every %g s (schedule not emulated)", name, interval)
+
+    async def _tick(self, name: str, handler: Callable[..., Any], argument: str, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                result = handler(**{argument: TimerRequest()})
+                if inspect.iscoroutine(result):
+                    await result
+            except Exception:
+                logger.exception("timer function %s failed", name)
 
     def close(self) -> None:
         """Cancel leftover tasks, stop the event loop and close it. Idempotent."""
@@ -589,8 +621,11 @@ def serve(
     port: int = 7071,
     *,
     on_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    timer_interval: float | None = None,
 ) -> None:
     """Serve ``emulator`` with a threaded werkzeug server until Ctrl-C, then close both.
+
+    With ``timer_interval``, timer triggers run every that many seconds (:meth:`HostEmulator.start_timers`).
 
     When the emulator has no body limit, the host's is applied: ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``
     or 100 MB. ``on_shutdown`` runs on the functions' event loop before it closes (e.g. to close
@@ -603,6 +638,8 @@ def serve(
         for route in emulator.routes:
             methods = ",".join(sorted(route.methods)) if route.methods is not None else "*"
             logger.info("%-22s %s /%s", route.function_name, methods, route.template)
+        if timer_interval is not None:
+            emulator.start_timers(timer_interval)
         logger.info("serving on %s (Ctrl-C to stop)", _base_url(host, server.port))
         server.serve_forever()  # werkzeug returns from this on KeyboardInterrupt
     except KeyboardInterrupt:

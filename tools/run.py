@@ -95,10 +95,11 @@ def main() -> int:
             storage = "the storage account of SCIM_STORAGE_CONNECTION_STRING"
         else:
             AZURITE_DATA.mkdir(exist_ok=True)
-            print("Starting Azurite (table service) ...", flush=True)
+            print("Starting Azurite (table and queue services) ...", flush=True)
             azurite = stack.enter_context(Azurite(location=str(AZURITE_DATA)))
-            connection_string = azurite.connection_string
-            storage = f"Azurite at {azurite.table_endpoint} (data in {AZURITE_DATA.name}/)"
+            queues = stack.enter_context(Azurite(service="queue", location=str(AZURITE_DATA / "queue")))
+            connection_string = azurite.connection_string_with(queues)
+            storage = f"Azurite (tables {azurite.endpoint}, queues {queues.endpoint}; data in .azurite/)"
         os.environ["SCIM_STORAGE_CONNECTION_STRING"] = connection_string
         os.environ["SCIM_BEARER_TOKEN"] = token
 
@@ -107,7 +108,8 @@ def main() -> int:
         emulator = HostEmulator(function_app.app, route_prefix=read_route_prefix(ROOT / "host.json"))
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - display only
         print(_banner(f"http://{shown_host}:{port}/scim/v2", token, token_origin, storage), flush=True)
-        serve(emulator, host=host, port=port, on_shutdown=function_app.runtime.aclose)
+        # The change-feed relay (a timer trigger) runs every second: events reach the queue promptly.
+        serve(emulator, host=host, port=port, on_shutdown=function_app.runtime.aclose, timer_interval=1.0)
     return 0
 
 

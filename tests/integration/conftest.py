@@ -1,7 +1,7 @@
 """Integration fixtures: a real Azurite, a table per test, real HTTP.
 
-Azurite is started once per session on a free loopback port with in-memory
-persistence (``tools.azurite``). Set ``TEST_STORAGE_CONNECTION_STRING``
+Azurite's table and queue services are started once per session on free
+loopback ports with in-memory persistence (``tools.azurite``). Set ``TEST_STORAGE_CONNECTION_STRING``
 to run the same tests against a real storage account instead.
 """
 
@@ -37,8 +37,8 @@ def storage_connection_string() -> Iterator[str]:
     if given:
         yield given
         return
-    with Azurite() as azurite:
-        yield azurite.connection_string
+    with Azurite() as tables, Azurite(service="queue") as queues:
+        yield tables.connection_string_with(queues)
 
 
 class RoundTrips(SansIOHTTPPolicy[Any, Any]):
@@ -178,6 +178,7 @@ class DevServer:
 
     tenant_url: str
     emulator: HostEmulator
+    table_name: str
 
 
 @pytest.fixture(scope="session")
@@ -192,10 +193,11 @@ def dev_server(storage_connection_string: str) -> Iterator[DevServer]:
     import function_app
 
     saved = dict(os.environ)
+    table_name = "http" + uuid.uuid4().hex[:12]
     os.environ.update(
         {
             "SCIM_STORAGE_CONNECTION_STRING": storage_connection_string,
-            "SCIM_TABLE_NAME": "http" + uuid.uuid4().hex[:12],
+            "SCIM_TABLE_NAME": table_name,
             "SCIM_BEARER_TOKEN": TOKEN,
             "SCIM_BEARER_TOKEN_NEXT": NEXT_TOKEN,
         }
@@ -214,7 +216,7 @@ def dev_server(storage_connection_string: str) -> Iterator[DevServer]:
     try:
         emulator.run_coroutine(warm_up())
         with serve_in_thread(emulator) as base:
-            yield DevServer(base + "/scim/v2", emulator)
+            yield DevServer(base + "/scim/v2", emulator, table_name)
     finally:
         emulator.run_coroutine(function_app.runtime.aclose())
         emulator.close()

@@ -67,8 +67,9 @@ async def test_hand_edits_are_found_and_repaired(scim, store):
     await repository.delete_index_row(
         "User", repository.index_row_key("userName", me["userName"].lower())
     )  # missing
+    stored_group = await repository.get("Group", group["id"])
     await repository.write_member_edges(
-        group["id"], modified="2026-01-01T00:00:00Z", add={ghost: None}
+        stored_group, modified="2026-01-01T00:00:00Z", add={ghost: None}
     )  # no user
     staged = await repository.stage_reverse_edges(group["id"], [user], pending=True)
     await repository.stage_reverse_edges(

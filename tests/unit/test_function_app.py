@@ -25,6 +25,8 @@ ALL = ("GET", "POST", "PUT", "PATCH", "DELETE")
 def route_table():
     table = {}
     for function in function_app_functions():
+        if not function.is_http_function():
+            continue
         trigger = function.get_trigger()
         table[function.get_function_name()] = (
             trigger.route,
@@ -52,6 +54,14 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
         "zz_unknown_endpoint": ("v2/{*path}", ALL, "anonymous", True),
     }
     assert {name.removeprefix("zz_") for name in route_table()} == set(ROUTES) | {"health"}
+
+
+def test_the_change_feed_relay_is_one_async_timer_trigger():
+    (timer,) = [f for f in function_app_functions() if not f.is_http_function()]
+    trigger = timer.get_trigger()
+    assert (timer.get_function_name(), type(trigger).__name__) == ("change_feed_relay", "TimerTrigger")
+    assert trigger.schedule == "*/10 * * * * *"  # NCRONTAB with seconds: every 10 s
+    assert inspect.iscoroutinefunction(timer.get_user_function())
 
 
 @pytest.mark.parametrize(

@@ -31,15 +31,21 @@ def test_core_never_imports_azure_functions():
         )
 
 
-def test_only_the_storage_module_imports_the_storage_sdk():
+def test_only_the_storage_modules_import_the_storage_sdks():
+    owners = {"tables.py": "azure.data.tables", "queue.py": "azure.storage.queue"}
     for module in modules():
-        storage = {
-            n for n in imports(module) if n.startswith(("azure.data.tables", "azure.core", "azure.functions"))
+        names = imports(module)
+        sdk = {
+            n
+            for n in names
+            if n.startswith(("azure.data.tables", "azure.storage", "azure.core", "azure.functions"))
         }
-        if module.name == "tables.py":
-            assert storage
+        if module.name in owners:
+            assert any(n.startswith(owners[module.name]) for n in sdk), module
+            other = {o for m, o in owners.items() if m != module.name}
+            assert not any(n.startswith(tuple(other)) for n in sdk), module
         else:
-            assert not storage, module
+            assert not sdk, module
 
 
 def test_core_never_reads_the_environment():

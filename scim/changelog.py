@@ -1,0 +1,228 @@
+"""The ``audit`` and ``feed`` commands of ``python -m scim``: read the audit trail, run and replay the feed.
+
+- ``audit`` lists recorded changes (who, what, when) as a table or JSON lines,
+  filtered by time, resource type and id, actor, operation and attribute — e.g.
+  *who disabled this user, and when*:
+  ``python -m scim audit --resource <id> --attribute active``;
+  ``audit prune`` deletes records older than ``SCIM_AUDIT_RETENTION_DAYS``.
+- ``feed relay`` runs the relay once (or ``--watch`` every few seconds) — what the
+  timer trigger does in Azure.
+- ``feed replay`` re-sends the recorded events since a point in time, in order,
+  to a queue (``--queue``, e.g. one for a consumer that fell behind) or to stdout
+  as JSON lines. Replayed events keep their ids: consumers deduplicate as usual.
+
+Storage settings come from the same ``SCIM_*`` variables as the endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from scim.admin.cli import parse_time, table
+from scim.changes import Change, timestamp
+from scim.config import Settings
+from scim.feed import KINDS, Relay, message_of
+from scim.repository import Repository
+from scim.tables import open_repository
+
+__all__ = ["add_commands", "run"]
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _source(settings: Settings) -> str:
+    return f"urn:scim:tenant:{settings.tenant}"
+
+
+async def recorded(
+    repository: Repository, *, since: str, until: str, kinds: Sequence[str] = KINDS
+) -> list[tuple[Change, bool]]:
+    """Every recorded change in the time range, oldest first (ties in version order)."""
+    found = [
+        item for kind in kinds async for item in repository.audit_records(kind, since=since, until=until)
+    ]
+    return sorted(found, key=lambda item: (item[0].time, item[0].resource_id, item[0].sequence))
+
+
+def _matches(change: Change, arguments: argparse.Namespace) -> bool:
+    return (
+        (not arguments.resource or change.resource_id == arguments.resource)
+        and (not arguments.actor or arguments.actor in change.actor.principal)
+        and (not arguments.operation or change.operation == arguments.operation)
+        and (not arguments.attribute or arguments.attribute in change.attributes)
+    )
+
+
+def _changed(change: Change) -> str:
+    if change.operation == "members":
+        return f"members +{len(change.added)} -{len(change.removed)}"
+    parts = [
+        f"{name}: {json.dumps(change.values[name][0])}→{json.dumps(change.values[name][1])}"
+        if name in change.values and change.operation not in ("create", "delete")
+        else name
+        for name in change.attributes
+    ]
+    text = ", ".join(parts)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _window(arguments: argparse.Namespace) -> tuple[str, str]:
+    since = timestamp(parse_time(arguments.since))
+    until = timestamp(parse_time(arguments.until)) if arguments.until else "~"
+    return since, until
+
+
+async def audit(settings: Settings, arguments: argparse.Namespace) -> int:
+    """List recorded changes."""
+    repository = open_repository(settings)
+    try:
+        since, until = _window(arguments)
+        kinds = [arguments.type] if arguments.type else list(KINDS)
+        items = [(c, p) for c, p in await recorded(repository, since=since, until=until, kinds=kinds)]
+    finally:
+        await repository.close()
+    items = [(c, p) for c, p in items if _matches(c, arguments)]
+    if arguments.json:
+        for change, published in items:
+            print(json.dumps(change.audit(published=published)))
+        return 0
+    if not items:
+        _err(f"No recorded change since {arguments.since} for these filters.")
+        return 0
+    rows = [
+        [c.time[:23] + "Z", c.actor.principal, c.operation, c.kind, c.resource_id, str(c.sequence),
+         _changed(c), c.actor.request_id, "yes" if p else "pending"]
+        for c, p in items
+    ]  # fmt: skip
+    print(
+        table(
+            ["time", "actor", "operation", "type", "id", "version", "changed", "request id", "published"],
+            rows,
+        )
+    )
+    _err(f"{len(items)} change(s).")
+    return 0
+
+
+async def prune(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Delete audit records older than the retention."""
+    days = arguments.days if arguments.days is not None else settings.audit_retention_days
+    if not days:
+        _err("Retention is 0 (keep forever): nothing to prune.")
+        return 0
+    repository = open_repository(settings)
+    try:
+        pruned = await Relay(repository, None, source=_source(settings), retention_days=days).prune()
+    finally:
+        await repository.close()
+    print(f"Pruned {pruned} audit record(s) older than {days} days.")
+    return 0
+
+
+async def relay(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Run the relay once, or every ``--watch`` seconds until Ctrl-C."""
+    from scim.queue import open_publisher
+
+    repository = open_repository(settings)
+    publisher = open_publisher(settings)
+    where = f"queue {settings.change_queue}" if publisher else "no queue (SCIM_CHANGE_QUEUE=off): audit only"
+    _err(f"Relaying changes of table {settings.table_name} to {where} ...")
+    feed = Relay(
+        repository, publisher, source=_source(settings), retention_days=settings.audit_retention_days
+    )
+    try:
+        while True:
+            report = await feed.drain()
+            _err(
+                f"{datetime.now(UTC):%H:%M:%S} published {report.published}, recorded {report.recorded}, "
+                f"waiting {report.waiting}, pruned {report.pruned}"
+            )
+            if not arguments.watch:
+                return 1 if report.waiting else 0
+            await asyncio.sleep(arguments.watch)
+    finally:
+        await repository.close()
+        if publisher is not None:
+            await publisher.close()
+
+
+async def replay(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Re-send recorded events since a time, oldest first, to a queue or stdout."""
+    repository = open_repository(settings)
+    try:
+        since, until = _window(arguments)
+        items = await recorded(repository, since=since, until=until)
+    finally:
+        await repository.close()
+    send: Callable[[str], Any]
+    publisher = None
+    if arguments.queue:
+        from scim.queue import open_publisher
+
+        publisher = open_publisher(dataclasses.replace(settings, change_queue=arguments.queue))
+        assert publisher is not None  # noqa: S101 - a queue name was given
+        send = publisher.send
+    try:
+        for position, (change, _) in enumerate(items, 1):
+            message = message_of(change, _source(settings))
+            if publisher is None:
+                print(message)
+            else:
+                await send(message)
+                if position % 100 == 0:
+                    _err(f"... {position} of {len(items)} events replayed")
+    finally:
+        if publisher is not None:
+            await publisher.close()
+    _err(
+        f"Replayed {len(items)} event(s) since {since}"
+        + (f" to queue {arguments.queue}." if publisher else ".")
+    )
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``audit`` and ``feed`` on the ``python -m scim`` sub-parsers."""
+    auditing = commands.add_parser("audit", help="who changed what, when (the audit trail)")
+    auditing.add_argument("action", nargs="?", choices=["list", "prune"], default="list")
+    auditing.add_argument("--since", default="7d", help="30m, 24h, 7d or an ISO time (default 7d)")
+    auditing.add_argument("--until", help="ISO time or 30m/24h/7d ago")
+    auditing.add_argument("--type", choices=KINDS, help="resource type")
+    auditing.add_argument("--resource", metavar="ID", help="resource id")
+    auditing.add_argument("--actor", help="credential name, e.g. secret-token-1 or entra-app:<appid>")
+    auditing.add_argument("--operation", choices=["create", "replace", "patch", "delete", "members"])
+    auditing.add_argument("--attribute", metavar="NAME", help="changes of this attribute, e.g. active")
+    auditing.add_argument(
+        "--days", type=int, help="prune: retention in days (default SCIM_AUDIT_RETENTION_DAYS)"
+    )
+    auditing.add_argument("--json", action="store_true", help="one JSON object per change")
+
+    feed = commands.add_parser("feed", help="run the change-feed relay, or replay recorded events")
+    actions = feed.add_subparsers(dest="action", required=True)
+    relaying = actions.add_parser("relay", help="publish pending changes (once, or --watch)")
+    relaying.add_argument("--watch", type=float, metavar="SECONDS", help="keep relaying every SECONDS")
+    replaying = actions.add_parser("replay", help="re-send recorded events since a time, in order")
+    replaying.add_argument("--since", required=True, help="30m, 24h, 7d or an ISO time")
+    replaying.add_argument("--until", help="ISO time or 30m/24h/7d ago")
+    replaying.add_argument("--queue", help="send to this queue (else JSON lines on stdout)")
+
+
+def run(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Run an ``audit`` or ``feed`` command."""
+    if arguments.command == "audit":
+        handler = prune if arguments.action == "prune" else audit
+    else:
+        handler = relay if arguments.action == "relay" else replay
+    try:
+        return asyncio.run(handler(settings, arguments))
+    except KeyboardInterrupt:
+        return 0
