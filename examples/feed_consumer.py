@@ -26,8 +26,10 @@ Usage::
     python -m scim feed replay --since 7d | python examples/feed_consumer.py --db copy.sqlite --stdin
     python examples/feed_consumer.py --db copy.sqlite --dump           # print the copy as JSON
 
-The queue comes from ``SCIM_STORAGE_CONNECTION_STRING`` and ``SCIM_CHANGE_QUEUE``
-(default ``scim-changes``), as for the endpoint.
+The queue comes from ``SCIM_STORAGE_CONNECTION_STRING`` (or, identity-based,
+``SCIM_STORAGE_QUEUE_ENDPOINT`` with ``DefaultAzureCredential`` and the role
+*Storage Queue Data Message Processor*) and ``SCIM_CHANGE_QUEUE`` (default
+``scim-changes``), as for the endpoint.
 """
 
 from __future__ import annotations
@@ -208,12 +210,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-    queue = QueueClient.from_connection_string(
-        os.environ["SCIM_STORAGE_CONNECTION_STRING"],
-        os.environ.get("SCIM_CHANGE_QUEUE", "scim-changes"),
-        message_encode_policy=TextBase64EncodePolicy(),
-        message_decode_policy=TextBase64DecodePolicy(),
-    )
+    name = os.environ.get("SCIM_CHANGE_QUEUE", "scim-changes")
+    codecs: dict[str, Any] = {
+        "message_encode_policy": TextBase64EncodePolicy(),
+        "message_decode_policy": TextBase64DecodePolicy(),
+    }
+    if os.environ.get("SCIM_STORAGE_CONNECTION_STRING"):
+        queue = QueueClient.from_connection_string(
+            os.environ["SCIM_STORAGE_CONNECTION_STRING"], name, **codecs
+        )
+    else:  # identity-based: Storage Queue Data Message Processor on the queue (az login, managed identity)
+        from azure.identity import DefaultAzureCredential
+
+        endpoint = os.environ["SCIM_STORAGE_QUEUE_ENDPOINT"]  # https://<account>.queue.core.windows.net
+        queue = QueueClient(endpoint, name, credential=DefaultAzureCredential(), **codecs)
     while True:
         applied, waiting = consume(copy, queue_events(queue), queue.delete_message)
         if applied or waiting:

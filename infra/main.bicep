@@ -2,8 +2,9 @@
 //
 // Deployed by `azd up` (see docs/deploy-azure.md). Subscription scope, as azd expects by default: this
 // file creates the resource group, then two modules fill it:
-//   app/resources.bicep  identity, storage (host + deployment package + the SCIM table), Key Vault with the
-//                        Secret Token, Log Analytics + Application Insights, and every role assignment;
+//   app/resources.bicep  identity, storage (host + deployment package + the SCIM table + the change-feed
+//                        queue), Key Vault with the Secret Token, Log Analytics + Application Insights,
+//                        and every role assignment;
 //   app/api.bicep        the Flex Consumption plan, the function app and its app settings.
 // Plain resources only (no Azure Verified Modules): the template must build without a registry restore.
 
@@ -108,6 +109,8 @@ module api 'app/api.bicep' = {
     deploymentContainerName: resources.outputs.deploymentContainerName
     tableEndpoint: resources.outputs.tableEndpoint
     tableName: resources.outputs.tableName
+    queueEndpoint: resources.outputs.queueEndpoint
+    queueName: resources.outputs.queueName
     bearerTokenSecretUri: resources.outputs.bearerTokenSecretUri
     appInsightsConnectionString: resources.outputs.appInsightsConnectionString
     scimEntraTenantId: scimEntraTenantId
@@ -129,5 +132,7 @@ output AZURE_MANAGED_IDENTITY_CLIENT_ID string = resources.outputs.identityClien
 output SCIM_BEARER_TOKEN_SECRET_NAME string = resources.outputs.bearerTokenSecretName
 output SCIM_STORAGE_TABLE_ENDPOINT string = resources.outputs.tableEndpoint
 output SCIM_TABLE_NAME string = resources.outputs.tableName
+output SCIM_STORAGE_QUEUE_ENDPOINT string = resources.outputs.queueEndpoint
+output SCIM_CHANGE_QUEUE string = resources.outputs.queueName
 // The Tenant URL to paste into Entra's provisioning page (docs/connect-entra.md).
 output SCIM_TENANT_URL string = api.outputs.scimBaseUrl

@@ -45,11 +45,11 @@ def _token(environ: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _https_endpoint(value: str) -> str:
-    """``SCIM_STORAGE_TABLE_ENDPOINT``: token credentials only travel over HTTPS."""
-    value = value.strip().rstrip("/")
+def _https_endpoint(environ: Mapping[str, str], name: str) -> str:
+    """``SCIM_STORAGE_*_ENDPOINT``: token credentials only travel over HTTPS."""
+    value = environ.get(name, "").strip().rstrip("/")
     if value and not value.lower().startswith("https://"):
-        raise ConfigurationError("SCIM_STORAGE_TABLE_ENDPOINT must be an https:// URL")
+        raise ConfigurationError(f"{name} must be an https:// URL")
     return value
 
 
@@ -184,7 +184,7 @@ class Settings:
         audiences = tuple(a.strip() for a in environ.get("SCIM_JWT_AUDIENCE", "").split(",") if a.strip())
         return cls(
             storage_connection_string=environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip(),
-            storage_table_endpoint=_https_endpoint(environ.get("SCIM_STORAGE_TABLE_ENDPOINT", "")),
+            storage_table_endpoint=_https_endpoint(environ, "SCIM_STORAGE_TABLE_ENDPOINT"),
             storage_uses_proxy=any(
                 environ.get(name)
                 for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
@@ -203,8 +203,8 @@ class Settings:
             max_scan=_int(environ, "SCIM_MAX_SCAN", cls.max_scan),
             max_body_bytes=_int(environ, "SCIM_MAX_BODY_BYTES", cls.max_body_bytes),
             change_queue=_queue_name(environ),
-            storage_queue_endpoint=_https_endpoint(environ.get("SCIM_STORAGE_QUEUE_ENDPOINT", ""))
-            or _https_endpoint(environ.get("SCIM_STORAGE_TABLE_ENDPOINT", "")).replace(".table.", ".queue."),
+            storage_queue_endpoint=_https_endpoint(environ, "SCIM_STORAGE_QUEUE_ENDPOINT")
+            or _https_endpoint(environ, "SCIM_STORAGE_TABLE_ENDPOINT").replace(".table.", ".queue."),
             audit_retention_days=_int(
                 environ, "SCIM_AUDIT_RETENTION_DAYS", cls.audit_retention_days, minimum=0
             ),

@@ -78,6 +78,12 @@ class QueuePublisher:
             await self._client.create_queue()
         except ResourceExistsError:
             pass
+        except (ServiceRequestError, ServiceResponseError, HttpResponseError) as error:
+            # e.g. 403 with only the Message Sender role: the queue must be created by the deployment.
+            log.warning(
+                "Queue %s is missing and could not be created: %s", self.name, error.__class__.__name__
+            )
+            raise ServiceUnavailableError(f"The change-feed queue {self.name} is missing.") from error
 
     async def close(self) -> None:
         """Close the HTTP session (and the credential's, if it owns one)."""

@@ -1,5 +1,6 @@
 // The function app: Flex Consumption (FC1, Linux), Python 3.12, one user-assigned identity for everything
-// (host storage, deployment package, the SCIM table, Key Vault references, Application Insights).
+// (host storage, deployment package, the SCIM table, the change-feed queue, Key Vault references,
+// Application Insights).
 
 @description('Region of the plan and the app.')
 param location string
@@ -30,6 +31,12 @@ param tableEndpoint string
 
 @description('Name of the SCIM table.')
 param tableName string
+
+@description('Queue endpoint of the storage account, https://<account>.queue.core.windows.net.')
+param queueEndpoint string
+
+@description('Name of the change-feed queue.')
+param queueName string
 
 @description('Versionless URI of the Secret Token in Key Vault.')
 param bearerTokenSecretUri string
@@ -128,7 +135,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
   properties: {
-    // Host storage through the identity, no connection string. Blob only: HTTP triggers need no queues.
+    // Host storage through the identity, no connection string. Blob only: HTTP triggers need no queues, and
+    // the timer trigger (change_feed_relay) takes its lock with a blob lease.
     AzureWebJobsStorage__blobServiceUri: blobEndpoint
     AzureWebJobsStorage__credential: 'managedidentity'
     AzureWebJobsStorage__clientId: identityClientId
@@ -141,6 +149,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // The SCIM settings: every name here is documented in README.md's configuration table.
     SCIM_STORAGE_TABLE_ENDPOINT: tableEndpoint
     SCIM_TABLE_NAME: tableName
+    // The change feed: the relay sends each committed change to this queue (Queue Data Message Sender).
+    SCIM_STORAGE_QUEUE_ENDPOINT: queueEndpoint
+    SCIM_CHANGE_QUEUE: queueName
     SCIM_BEARER_TOKEN: '@Microsoft.KeyVault(SecretUri=${bearerTokenSecretUri})'
     SCIM_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}/scim/v2'
     SCIM_ENTRA_TENANT_ID: scimEntraTenantId

@@ -1,15 +1,21 @@
 // Everything the function app uses, and the one identity allowed to use it.
 //
-// Storage: ONE account for the Functions host (AzureWebJobsStorage), the Flex deployment package AND the SCIM
-// table. Why not a separate data account:
-//   - the only principal is the app's user-assigned identity, which needs both anyway; a second account
-//     would add a resource to harden and pay for, not a privilege boundary;
-//   - the identity's Table role is scoped to the `scim` table itself (not the account), and no principal
-//     gets Table access at account scope, so the host's blobs and the data stay apart in RBAC terms;
-//   - this app has HTTP triggers only: the host writes a few blobs (leases, deployment package) and no
-//     queue or table traffic, so it does not compete with the table for the account's throughput.
-// Split the table into its own account if it must outlive the app (`azd down` deletes the resource group)
-// or needs its own replication, network rules or lock.
+// Storage: ONE account for the Functions host (AzureWebJobsStorage), the Flex deployment package, the SCIM
+// table AND the change-feed queue. Why not a separate data account:
+//   - the only principal is the app's user-assigned identity, which needs all of them anyway; a second
+//     account would add a resource to harden and pay for, not a privilege boundary;
+//   - the identity's roles on the SCIM data are scoped to the data itself, not the account: Table Data
+//     Contributor on the `scim` table, Queue Data Message Sender on the `scim-changes` queue; no principal
+//     gets Table or Queue access at account scope, so the host's blobs, the data and the change feed stay
+//     apart in RBAC terms;
+//   - the queue role is the least one that works: the app only sends (the queue is created here), so it
+//     gets neither Contributor (read, delete, create queues) nor any right on another queue of the
+//     account; reading and deleting the feed's messages is for consumers, with their own role on it;
+//   - the host itself writes a few blobs only (leases, the timer trigger's lock, the deployment package)
+//     and no queue or table traffic; the change-feed relay (the app's timer trigger) sends one message
+//     per committed SCIM write, so neither competes with the table for the account's throughput.
+// Split the table and the queue into their own account if they must outlive the app (`azd down` deletes
+// the resource group) or need their own replication, network rules or lock.
 //
 // No shared keys anywhere: the account has allowSharedKeyAccess = false and every data-plane access goes
 // through Entra ID (the identity below, or a developer's own role assignment).
@@ -39,10 +45,13 @@ param keyVaultSoftDeleteRetentionInDays int
 // Built-in role definition ids (the same in every tenant).
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+var storageQueueDataMessageSenderRoleId = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
 var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
 
 var scimTableName = 'scim'
+// The change feed (SCIM_CHANGE_QUEUE): created here, so the identity needs no right to create queues.
+var changeQueueName = 'scim-changes'
 var bearerTokenSecretName = 'scim-bearer-token'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 // Not derivable from the app's public host name (func-api-<resourceToken>): should the Key Vault reference
@@ -117,6 +126,16 @@ resource scimTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-
   name: scimTableName
 }
 
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource changeQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: changeQueueName
+}
+
 // ------------------------------------------------------------------------------------------- monitoring
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -185,7 +204,9 @@ resource bearerTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
 // -------------------------------------------------------------------------- role assignments (identity)
 
 // The Functions host (AzureWebJobsStorage) creates its own containers and the Flex deployment package is a
-// blob: Blob Data Owner at account scope, as the Flex templates do. No Queue role: HTTP triggers only.
+// blob: Blob Data Owner at account scope, as the Flex templates do. The timer trigger needs no more: its
+// lock is a blob lease. No Queue or Table role at account scope: the host needs queues only for blob
+// triggers and Durable Functions (this app has neither); the roles below cover one table and one queue.
 resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, identity.id, storageBlobDataOwnerRoleId)
   scope: storage
@@ -202,6 +223,19 @@ resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   scope: scimTable
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributorRoleId)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The change feed: send messages to the `scim-changes` queue only. Sender, not Contributor: the app can
+// neither read, peek nor delete the feed's messages (those are the consumers', with their own role on this
+// queue), nor create or delete queues, nor touch another queue of the account.
+resource queueMessageSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(changeQueue.id, identity.id, storageQueueDataMessageSenderRoleId)
+  scope: changeQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSenderRoleId)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
@@ -238,6 +272,9 @@ output deploymentContainerName string = deploymentContainer.name
 // Without the trailing slash of primaryEndpoints.table: https://<account>.table.core.windows.net
 output tableEndpoint string = 'https://${storage.name}.table.${environment().suffixes.storage}'
 output tableName string = scimTable.name
+// Likewise: https://<account>.queue.core.windows.net
+output queueEndpoint string = 'https://${storage.name}.queue.${environment().suffixes.storage}'
+output queueName string = changeQueue.name
 output keyVaultName string = keyVault.name
 output bearerTokenSecretName string = bearerTokenSecret.name
 // Versionless: the app follows the secret's current version (see docs/deploy-azure.md, rotation).

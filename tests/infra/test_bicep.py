@@ -41,13 +41,29 @@ MAIN = "main.bicep"
 # Built-in role definition ids.
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+STORAGE_QUEUE_DATA_MESSAGE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+
+TABLE = "Microsoft.Storage/storageAccounts/tableServices/tables"
+QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
+# Every built-in Table and Queue data role: whoever gets one, gets it on one table or queue, never on the
+# account (where it would reach the host's and any future table or queue).
+DATA_ROLES_BELOW_ACCOUNT = {
+    STORAGE_TABLE_DATA_CONTRIBUTOR: TABLE,
+    "76199698-9eea-4c19-bc75-cec21354c6b6": TABLE,  # Storage Table Data Reader
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": QUEUE,  # Storage Queue Data Contributor
+    "8a0f0c08-91a1-4084-bc3d-661d67233fed": QUEUE,  # Storage Queue Data Message Processor
+    STORAGE_QUEUE_DATA_MESSAGE_SENDER: QUEUE,
+    "19e7f393-937e-4f77-808e-94535e297925": QUEUE,  # Storage Queue Data Reader
+}
 
 # The app settings the SCIM code and the Functions host read (README.md's configuration table).
 REQUIRED_APP_SETTINGS = {
     "SCIM_STORAGE_TABLE_ENDPOINT",
     "SCIM_TABLE_NAME",
+    "SCIM_STORAGE_QUEUE_ENDPOINT",
+    "SCIM_CHANGE_QUEUE",
     "SCIM_BEARER_TOKEN",
     "SCIM_PUBLIC_BASE_URL",
     "SCIM_ENTRA_TENANT_ID",
@@ -210,23 +226,33 @@ def storage_problems(infra: Infra) -> list[str]:
     return problems
 
 
-def table_problems(infra: Infra) -> list[str]:
+def _storage_child_problems(infra: Infra, child_type: str, what: str, name: str) -> list[str]:
+    """Exactly one ``child_type`` named ``name``, under a ``…Services`` parent under a storage account."""
     problems: list[str] = []
-    found = _one(infra, "Microsoft.Storage/storageAccounts/tableServices/tables", problems)
+    found = _one(infra, child_type, problems)
     if found is None:
         return problems
-    file, table = found
-    _expect(problems, "table name", infra.literal(file, table.body.get("name")), "scim")
-    service = _resource_of(
-        infra, file, table.body.get("parent"), "Microsoft.Storage/storageAccounts/tableServices"
-    )
+    file, child = found
+    service_type = child_type.rsplit("/", 1)[0]
+    service_name = service_type.rsplit("/", 1)[1]
+    _expect(problems, f"{what} name", infra.literal(file, child.body.get("name")), name)
+    service = _resource_of(infra, file, child.body.get("parent"), service_type)
     if service is None:
         problems.append(
-            "the table's parent is not a tableServices resource (declare it top-level with parent:)"
+            f"the {what}'s parent is not a {service_name} resource (declare it top-level with parent:)"
         )
     elif _resource_of(infra, file, service.body.get("parent"), "Microsoft.Storage/storageAccounts") is None:
-        problems.append("the tableServices' parent is not a storage account of this file")
+        problems.append(f"the {service_name}' parent is not a storage account of this file")
     return problems
+
+
+def table_problems(infra: Infra) -> list[str]:
+    return _storage_child_problems(infra, TABLE, "table", "scim")
+
+
+def queue_problems(infra: Infra) -> list[str]:
+    """The change-feed queue: made by the template, so the app's identity needs no right to create it."""
+    return _storage_child_problems(infra, QUEUE, "queue", "scim-changes")
 
 
 def _secure_params(infra: Infra) -> list[tuple[str, Declaration]]:
@@ -311,11 +337,8 @@ def _role_id(infra: Infra, file: str, role_definition: Any) -> str:
 
 ROLES = [
     # (role id, role name, type of the resource it must be scoped to)
-    (
-        STORAGE_TABLE_DATA_CONTRIBUTOR,
-        "Storage Table Data Contributor",
-        "Microsoft.Storage/storageAccounts/tableServices/tables",
-    ),
+    (STORAGE_TABLE_DATA_CONTRIBUTOR, "Storage Table Data Contributor", TABLE),
+    (STORAGE_QUEUE_DATA_MESSAGE_SENDER, "Storage Queue Data Message Sender", QUEUE),
     (STORAGE_BLOB_DATA_OWNER, "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
     (MONITORING_METRICS_PUBLISHER, "Monitoring Metrics Publisher", "Microsoft.Insights/components"),
     (KEY_VAULT_SECRETS_USER, "Key Vault Secrets User", "Microsoft.KeyVault/vaults/secrets"),
@@ -349,6 +372,34 @@ def role_assignment_problems(infra: Infra) -> list[str]:
             problems.append(
                 f"{role_name} is not scoped to a {scope_type}: scope {assignment.body.get('scope')!r}"
             )
+    # Any principal, any Table or Queue data role (not only the identity's): one table or queue, never more.
+    for file, assignment in assignments:
+        role_id = _role_id(infra, file, _get(assignment.body, "properties.roleDefinitionId"))
+        scope = assignment.body.get("scope")
+        for data_role, scope_type in DATA_ROLES_BELOW_ACCOUNT.items():
+            if role_id.endswith(data_role) and _resource_of(infra, file, scope, scope_type) is None:
+                problems.append(
+                    f"{file}: {assignment.name} assigns the data role {data_role} above a single "
+                    f"{'table' if scope_type == TABLE else 'queue'}: scope {scope!r}"
+                )
+    return problems
+
+
+def _endpoint_problems(infra: Infra, file: str, settings: dict[str, Any]) -> list[str]:
+    """SCIM_STORAGE_TABLE/QUEUE_ENDPOINT: https://<account>.table|queue.<suffix>, of the same account."""
+    problems: list[str] = []
+    accounts: dict[str, str] = {}
+    for name, service in (("SCIM_STORAGE_TABLE_ENDPOINT", "table"), ("SCIM_STORAGE_QUEUE_ENDPOINT", "queue")):
+        _, endpoint = infra.resolve(file, settings[name])
+        match = isinstance(endpoint, Interpolated) and re.fullmatch(
+            rf"https://(\$\{{[\w.]+\}})\.{service}\..+", endpoint.raw
+        )
+        if not match:
+            problems.append(f"{name} is not https://<account>.{service}.<suffix>: {endpoint!r}")
+        else:
+            accounts[name] = match.group(1)
+    if len(set(accounts.values())) > 1:
+        problems.append(f"the table and the queue endpoints name different accounts: {accounts}")
     return problems
 
 
@@ -370,6 +421,7 @@ def app_settings_problems(infra: Infra) -> list[str]:
         return infra.literal(file, settings[name])
 
     _expect(problems, "SCIM_TABLE_NAME", literal("SCIM_TABLE_NAME"), "scim")
+    _expect(problems, "SCIM_CHANGE_QUEUE", literal("SCIM_CHANGE_QUEUE"), "scim-changes")
     _expect(
         problems, "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", literal("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"), "1048576"
     )
@@ -389,11 +441,7 @@ def app_settings_problems(infra: Infra) -> list[str]:
         problems.append(
             "APPLICATIONINSIGHTS_AUTHENTICATION_STRING is not ClientId=<identity client id>;Authorization=AAD"
         )
-    _, endpoint = infra.resolve(file, settings["SCIM_STORAGE_TABLE_ENDPOINT"])
-    if not (
-        isinstance(endpoint, Interpolated) and re.fullmatch(r"https://\$\{[\w.]+\}\.table\..+", endpoint.raw)
-    ):
-        problems.append(f"SCIM_STORAGE_TABLE_ENDPOINT is not https://<account>.table.<suffix>: {endpoint!r}")
+    problems += _endpoint_problems(infra, file, settings)
     uri = _interpolated_ref(settings["SCIM_BEARER_TOKEN"], "@Microsoft.KeyVault(SecretUri={})")
     if uri is None:
         problems.append(f"SCIM_BEARER_TOKEN is not a Key Vault reference: {settings['SCIM_BEARER_TOKEN']!r}")
@@ -434,7 +482,9 @@ def tag_and_output_problems(infra: Infra) -> list[str]:
         for resource in bicep.resources.values():
             if "location" in resource.body and "tags" not in resource.body:
                 problems.append(f"{file}: resource {resource.name} has no tags")
-    for name in ("AZURE_LOCATION", "AZURE_FUNCTION_APP_NAME", "SCIM_TENANT_URL"):
+    # The change feed's consumers need to know where the queue is.
+    required = ("AZURE_LOCATION", "AZURE_FUNCTION_APP_NAME", "SCIM_TENANT_URL")
+    for name in (*required, "SCIM_STORAGE_QUEUE_ENDPOINT", "SCIM_CHANGE_QUEUE"):
         if name not in main.outputs:
             problems.append(f"main.bicep has no output {name}")
     if "SCIM_TENANT_URL" in main.outputs:
@@ -450,6 +500,7 @@ CHECKS: dict[str, Callable[[Infra], list[str]]] = {
     "publishing": publishing_problems,
     "storage": storage_problems,
     "table": table_problems,
+    "queue": queue_problems,
     "token_parameter": token_parameter_problems,
     "key_vault": key_vault_problems,
     "app_insights": app_insights_problems,
@@ -542,6 +593,20 @@ def _mutated(tmp_path: Path, file: str, old: str, new: str) -> Infra:
     return Infra(copy)
 
 
+QUEUE_ROLE = "  scope: changeQueue\n  properties: {\n    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSenderRoleId)\n    principalId: identity.properties.principalId"
+# Another principal reading every queue of the account: the identity's own roles stay right.
+ACCOUNT_QUEUE_READER = """resource queueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, 'readers', 'queue-reader')
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '19e7f393-937e-4f77-808e-94535e297925')
+    principalId: '00000000-0000-0000-0000-000000000000'
+    principalType: 'Group'
+  }
+}
+
+resource metricsPublisher """
+
 TABLE_ROLE = "  scope: scimTable\n  properties: {\n    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributorRoleId)\n    principalId: identity.properties.principalId"
 
 MUTATIONS = [
@@ -565,6 +630,14 @@ MUTATIONS = [
     ("storage", "app/resources.bicep", "allowBlobPublicAccess: false", "allowBlobPublicAccess: true"),
     ("table", "app/resources.bicep", "var scimTableName = 'scim'", "var scimTableName = 'other'"),
     ("table", "app/resources.bicep", "  parent: tableService\n", "  parent: blobService\n"),
+    ("queue", "app/resources.bicep", "var changeQueueName = 'scim-changes'", "var changeQueueName = 'other'"),
+    ("queue", "app/resources.bicep", "  parent: queueService\n", "  parent: tableService\n"),
+    (
+        "queue",
+        "app/resources.bicep",
+        "resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {\n  parent: storage\n",
+        "resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {\n  parent: blobService\n",
+    ),
     ("token_parameter", "main.bicep", "@secure()\n@minLength(32)", "@minLength(32)"),
     ("token_parameter", "main.bicep", "param scimBearerToken string", "param scimBearerToken string = 'x'"),
     (
@@ -592,7 +665,37 @@ MUTATIONS = [
         TABLE_ROLE.replace("identity.properties.principalId", "'00000000-0000-0000-0000-000000000000'"),
     ),
     ("role_assignments", "app/resources.bicep", "  scope: bearerTokenSecret\n", "  scope: keyVault\n"),
+    ("role_assignments", "app/resources.bicep", "  scope: changeQueue\n", "  scope: storage\n"),
+    ("role_assignments", "app/resources.bicep", "  scope: changeQueue\n", "  scope: queueService\n"),
+    (
+        "role_assignments",
+        "app/resources.bicep",
+        f"'{STORAGE_QUEUE_DATA_MESSAGE_SENDER}'",
+        "'974c5e8b-45b9-4653-ba55-5f855dd0fb88'",  # Storage Queue Data Contributor: more than sending
+    ),
+    (
+        "role_assignments",
+        "app/resources.bicep",
+        QUEUE_ROLE,
+        QUEUE_ROLE.replace("identity.properties.principalId", "'00000000-0000-0000-0000-000000000000'"),
+    ),
+    ("role_assignments", "app/resources.bicep", "resource metricsPublisher ", ACCOUNT_QUEUE_READER),
     ("app_settings", "app/api.bicep", "    SCIM_TABLE_NAME: tableName\n", ""),
+    ("app_settings", "app/api.bicep", "    SCIM_CHANGE_QUEUE: queueName\n", ""),
+    ("app_settings", "app/api.bicep", "    SCIM_STORAGE_QUEUE_ENDPOINT: queueEndpoint\n", ""),
+    ("app_settings", "app/api.bicep", "SCIM_CHANGE_QUEUE: queueName", "SCIM_CHANGE_QUEUE: 'off'"),
+    (
+        "app_settings",
+        "app/api.bicep",
+        "SCIM_STORAGE_QUEUE_ENDPOINT: queueEndpoint",
+        "SCIM_STORAGE_QUEUE_ENDPOINT: tableEndpoint",
+    ),
+    (
+        "app_settings",
+        "app/resources.bicep",
+        "'https://${storage.name}.queue.${environment().suffixes.storage}'",
+        "'https://${logAnalytics.name}.queue.${environment().suffixes.storage}'",
+    ),
     ("app_settings", "app/api.bicep", "SCIM_TABLE_NAME: tableName", "SCIM_TABLE_NAME: 'tableName'"),
     (
         "app_settings",
@@ -639,6 +742,7 @@ MUTATIONS = [
     ),
     ("tags_and_outputs", "main.bicep", "'azd-env-name': environmentName", "'env': environmentName"),
     ("tags_and_outputs", "main.bicep", "output SCIM_TENANT_URL string", "output TENANT_URL string"),
+    ("tags_and_outputs", "main.bicep", "output SCIM_CHANGE_QUEUE string", "output CHANGE_QUEUE string"),
     (
         "tags_and_outputs",
         "app/resources.bicep",
@@ -662,6 +766,26 @@ def test_each_check_fails_on_a_broken_template(
 
 def test_every_check_has_a_mutation() -> None:
     assert {m[0] for m in MUTATIONS} == set(CHECKS)
+
+
+def test_the_queue_sender_at_account_scope_is_reported(tmp_path: Path) -> None:
+    problems = role_assignment_problems(
+        _mutated(tmp_path, "app/resources.bicep", "  scope: changeQueue\n", "  scope: storage\n")
+    )
+    assert problems == [
+        f"Storage Queue Data Message Sender is not scoped to a {QUEUE}: scope Ref(path='storage')",
+        f"app/resources.bicep: queueMessageSender assigns the data role {STORAGE_QUEUE_DATA_MESSAGE_SENDER} "
+        "above a single queue: scope Ref(path='storage')",
+    ]
+
+
+def test_any_principal_with_a_queue_role_at_account_scope_is_reported(tmp_path: Path) -> None:
+    """Not only the app's identity: a queue reader on the whole account would read the change feed too."""
+    infra = _mutated(tmp_path, "app/resources.bicep", "resource metricsPublisher ", ACCOUNT_QUEUE_READER)
+    assert role_assignment_problems(infra) == [
+        "app/resources.bicep: queueReader assigns the data role 19e7f393-937e-4f77-808e-94535e297925 "
+        "above a single queue: scope Ref(path='storage')"
+    ]
 
 
 def test_the_readme_check_fails_on_an_undocumented_setting(tmp_path: Path) -> None:

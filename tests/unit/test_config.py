@@ -77,3 +77,31 @@ def test_an_unresolved_key_vault_reference_is_never_a_token():
     reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/scim-token)"
     with pytest.raises(ConfigurationError, match="Key Vault"):
         Settings.from_env({"SCIM_BEARER_TOKEN": reference})
+
+
+def test_change_feed_settings():
+    default = Settings.from_env({})
+    assert (default.change_queue, default.audit_retention_days) == ("scim-changes", 365)
+    assert Settings.from_env({"SCIM_CHANGE_QUEUE": "off"}).change_queue == ""
+    derived = Settings.from_env({"SCIM_STORAGE_TABLE_ENDPOINT": "https://acct.table.core.windows.net/"})
+    assert derived.storage_queue_endpoint == "https://acct.queue.core.windows.net"
+    given = Settings.from_env({"SCIM_STORAGE_QUEUE_ENDPOINT": "https://other.queue.core.windows.net"})
+    assert given.storage_queue_endpoint == "https://other.queue.core.windows.net"
+    assert Settings.from_env({"SCIM_AUDIT_RETENTION_DAYS": "0"}).audit_retention_days == 0
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"SCIM_CHANGE_QUEUE": "Bad_Name"}, "SCIM_CHANGE_QUEUE"),
+        ({"SCIM_CHANGE_QUEUE": "a--b"}, "SCIM_CHANGE_QUEUE"),
+        (
+            {"SCIM_STORAGE_QUEUE_ENDPOINT": "http://acct.queue.core.windows.net"},
+            "SCIM_STORAGE_QUEUE_ENDPOINT",
+        ),
+        ({"SCIM_AUDIT_RETENTION_DAYS": "-1"}, "SCIM_AUDIT_RETENTION_DAYS"),
+    ],
+)
+def test_bad_change_feed_settings_name_the_variable(environ, named):
+    with pytest.raises(ConfigurationError, match=named):
+        Settings.from_env(environ)

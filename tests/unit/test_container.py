@@ -39,6 +39,7 @@ HOST_AND_SDK_SETTINGS = {
     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
     "AzureFunctionsJobHost__Logging__Console__IsEnabled",
     "AzureWebJobsSecretStorageType",
+    "AzureWebJobs.change_feed_relay.Disabled",  # the relay runs as its own container on-premises
 }
 
 SECRET_NAME = re.compile(
@@ -379,12 +380,26 @@ def compose() -> dict:
     return loaded
 
 
-def test_compose_has_the_app_the_proxy_and_a_pilot_azurite(compose: dict) -> None:
+def test_compose_has_the_app_the_relay_the_proxy_and_a_pilot_azurite(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"scim", "proxy", "azurite"}
+    assert set(services) == {"scim", "relay", "proxy", "azurite"}
     always_on = {name for name, service in services.items() if not service.get("profiles")}
-    assert always_on == {"scim", "proxy"}
+    assert always_on == {"scim", "relay", "proxy"}
     assert services["azurite"]["profiles"] == ["pilot"]
+
+
+def test_the_relay_runs_the_feed_cli_from_the_app_image_and_the_timer_is_off(compose: dict) -> None:
+    relay, scim = compose["services"]["relay"], compose["services"]["scim"]
+    assert relay["image"] == scim["image"] and relay["env_file"] == scim["env_file"]
+    assert (
+        relay["entrypoint"][:5] == ["python3", "-m", "scim", "feed", "relay"]
+        and "--watch" in relay["entrypoint"]
+    )
+    assert relay["working_dir"] == "/home/site/wwwroot"  # where the image puts the scim package
+    assert scim["environment"]["AzureWebJobs.change_feed_relay.Disabled"] == "true"
+    import function_app  # the setting names a function that exists
+
+    assert hasattr(function_app, "change_feed_relay")
 
 
 def test_only_the_proxy_publishes_a_port(compose: dict) -> None:
@@ -440,12 +455,14 @@ def test_proxy_is_caddy_with_config_and_certificates_read_only(compose: dict) ->
     assert "./certs:/certs:ro" in volumes
 
 
-def test_pilot_azurite_serves_tables_on_all_interfaces_with_a_volume(compose: dict) -> None:
+def test_pilot_azurite_serves_tables_and_queues_on_all_interfaces_with_a_volume(compose: dict) -> None:
     azurite = compose["services"]["azurite"]
     assert azurite["image"].startswith("mcr.microsoft.com/azure-storage/azurite")
     command = azurite["command"] if isinstance(azurite["command"], list) else shlex.split(azurite["command"])
-    assert command[0] == "azurite-table"
+    assert command[0] == "azurite"
     assert command[command.index("--tableHost") + 1] == "0.0.0.0"  # noqa: S104 - inside its container
+    assert command[command.index("--queueHost") + 1] == "0.0.0.0"  # noqa: S104 - the change-feed queue
+    assert command[command.index("--blobHost") + 1] == "127.0.0.1"  # unused: not exposed
     assert "--disableTelemetry" in command
     assert azurite["volumes"]
 
