@@ -50,7 +50,6 @@ import hashlib
 import hmac
 import html
 import http
-import ipaddress
 import json
 import logging
 import re
@@ -73,10 +72,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tools.certs import write_loopback_certificate
 
 __all__ = [
     "DEFAULT_CLIENT_SECRET",
@@ -543,49 +542,6 @@ _PAUSE = _object({}, "pause", action=True)
 # --- TLS and signing keys --------------------------------------------------------------------------------
 
 
-def _write_tls_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed CA certificate for ``127.0.0.1`` (also the server's), and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = _now()
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "graph-standin-ca.pem", directory / "graph-standin-key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 class _Signer:
     """The authority's RS256 signing key: id_tokens are signed, and the key is published at ``jwks_uri``."""
 
@@ -784,7 +740,7 @@ class GraphStandIn:
         if self._server is not None:
             return self
         self._directory = Path(tempfile.mkdtemp(prefix="graph-standin-"))
-        cert_path, key_path = _write_tls_certificate(self._directory)
+        cert_path, key_path = write_loopback_certificate(self._directory, "graph-standin")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert_path, key_path)

@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 import msal  # type: ignore[import-untyped]
 import requests
 
+from scim.admin.advice import ActionableError
+
 #: *Microsoft Graph Command Line Tools*, Microsoft's public client for scripts;
 #: any public client registered in the tenant can be used instead (--client-id).
 DEFAULT_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
@@ -59,22 +61,15 @@ _AADSTS_HINTS = {
     50076: "multi-factor authentication is required: use the device code sign-in and complete MFA.",
     53003: "a Conditional Access policy blocked the sign-in: ask your identity team, or sign in from a "
     "compliant device.",
-    7000218: "the app registration is not a public client: use --client-secret/--client-certificate, or "
-    "enable 'Allow public client flows' for device code.",
+    7000218: "the app registration is not a public client: set SCIM_GRAPH_CLIENT_SECRET or "
+    "--client-certificate, or enable 'Allow public client flows' on it for device code.",
 }
 
 
-class LoginError(Exception):
+class LoginError(ActionableError):
     """Signing in to the identity platform failed; ``hint`` says what to do."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def explain(self) -> str:
-        """The failure, then what to do."""
-        return f"Sign-in failed: {self.message}" + (f"\nWhat to do: {self.hint}" if self.hint else "")
+    prefix = "Sign-in failed: "
 
 
 @dataclass(frozen=True)

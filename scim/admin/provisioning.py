@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from scim.admin.advice import ActionableError
 from scim.admin.graph import GraphClient, GraphError, Need
 from scim.admin.meanings import meaning
 
@@ -52,17 +53,8 @@ LOGS = Need(
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
-class ProvisioningError(Exception):
+class ProvisioningError(ActionableError):
     """A provisioning step that cannot go on; ``hint`` says what to do."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def explain(self) -> str:
-        """The failure, then what to do."""
-        return self.message + (f"\nWhat to do: {self.hint}" if self.hint else "")
 
 
 def odata_literal(value: str) -> str:

@@ -8,23 +8,18 @@ for DefaultAzureCredential's managed identity.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import time
 
 import jwt
 import pytest
 from azure.core.credentials import AccessToken
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from scim.api import ScimApi
 from scim.tables import TableRepository, connect_with_identity
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_users_entra import entra_user
 from tools.azurite import Azurite
+from tools.certs import write_loopback_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -32,30 +27,7 @@ TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
 
 def self_signed(tmp_path):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    cert_path, key_path = write_loopback_certificate(tmp_path, "azurite")
     return str(cert_path), str(key_path)
 
 
