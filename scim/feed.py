@@ -5,10 +5,11 @@ the change (``scim.changes``, ``scim.tables``). The relay, run by a Functions
 timer trigger (``function_app.py``) and by the dev server:
 
 1. reads one page of outbox rows per resource type (a resource's in version order);
-2. publishes each change's event to the queue, then moves the row to the audit
-   trail in one transaction (``settle_change``) — a crash between the two
-   republishes the event on the next run: **at least once**, never lost, and
-   never an event of a change that did not commit;
+2. publishes each change's event to the queue, then moves the rows to the audit
+   trail (``settle_changes``: delete the outbox row and write the audit row, in one
+   transaction for up to 50 changes) — a crash between the two republishes the
+   events on the next run: **at least once**, never lost, and never an event of a
+   change that did not commit;
 3. keeps each resource's events **in order**: when a publish fails, that
    resource's later changes wait for the next run;
 4. prunes audit records older than the retention (at most hourly).
@@ -95,14 +96,21 @@ class Relay:
         self._pruned_at: float | None = None
 
     async def run_once(self, *, limit: int = 1000) -> RelayReport:
-        """Relay one page of pending changes per resource type; prune when due."""
+        """Relay one page of pending changes per resource type; prune when due.
+
+        Events are sent concurrently across resources and in order within each;
+        then every sent change moves to the audit trail, 50 per transaction.
+        """
         report = RelayReport()
         gate = asyncio.Semaphore(_CONCURRENCY)
         for kind in KINDS:
             by_resource: dict[str, list[PendingChange]] = {}
             for pending in await self._repository.pending_changes(kind, limit):
                 by_resource.setdefault(pending.change.resource_id, []).append(pending)
-            await asyncio.gather(*(self._relay(kind, run, report, gate) for run in by_resource.values()))
+            runs = await asyncio.gather(
+                *(self._publish(kind, run, report, gate) for run in by_resource.values())
+            )
+            report.recorded += await self._repository.settle_changes(kind, [p for run in runs for p in run])
         await self._prune_if_due(report)
         return report
 
@@ -119,27 +127,28 @@ class Relay:
                 break
         return total
 
-    async def _relay(
+    async def _publish(
         self, kind: str, run: list[PendingChange], report: RelayReport, gate: asyncio.Semaphore
-    ) -> None:
-        """One resource's changes, in order; stop at the first failure (order over progress)."""
+    ) -> list[PendingChange]:
+        """Send one resource's events in order; stop at the first failure (order over progress)."""
+        sent: list[PendingChange] = []
         async with gate:
             for position, pending in enumerate(sorted(run, key=lambda p: p.change.sequence)):
-                try:
-                    if self._publisher is not None:
+                if self._publisher is not None:
+                    try:
                         await self._publisher.send(message_of(pending.change, self._source))
-                        report.published += 1
-                    if await self._repository.settle_change(kind, pending):
-                        report.recorded += 1
-                except ScimError as error:
-                    waiting = len(run) - position
-                    change = pending.change
-                    log.warning(
-                        "Relay: %s %s v%d not published (%s); %d change(s) of it wait for the next run",
-                        kind, change.resource_id, change.sequence, error.detail, waiting,
-                    )  # fmt: skip
-                    report.waiting += waiting
-                    return
+                    except ScimError as error:
+                        waiting = len(run) - position
+                        change = pending.change
+                        log.warning(
+                            "Relay: %s %s v%d not published (%s); %d change(s) of it wait for the next run",
+                            kind, change.resource_id, change.sequence, error.detail, waiting,
+                        )  # fmt: skip
+                        report.waiting += waiting
+                        break
+                    report.published += 1
+                sent.append(pending)
+        return sent
 
     async def _prune_if_due(self, report: RelayReport) -> None:
         now = time.monotonic()

@@ -264,8 +264,8 @@ class Repository(Protocol):
         """Committed changes not yet published (outbox rows), a resource's in version order."""
         ...
 
-    async def settle_change(self, kind: str, pending: PendingChange) -> bool:
-        """Move a published change from the outbox to the audit trail; False if already moved."""
+    async def settle_changes(self, kind: str, published: Sequence[PendingChange]) -> int:
+        """Move published changes from the outbox to the audit trail; how many this call moved."""
         ...
 
     def audit_records(

@@ -106,6 +106,8 @@ RECORD_CHUNKS = 4
 """Change-record properties kept with the resource: larger records drop the resource's values."""
 MEMBER_EDGES_PER_BATCH = BATCH - 2
 """A member batch also carries the group row (its version) and the change record."""
+_SETTLE_BYTES = 1_000_000
+"""Characters of change records per settle transaction (≤ 4 MiB on the wire even as UTF-16-sized text)."""
 MEMBER_WRITE_ATTEMPTS = 32
 """Tries of one member batch against concurrent writers of the same group (each re-reads the group row)."""
 _USER, _GROUP = "User", "Group"
@@ -651,28 +653,35 @@ class TableRepository:
                 break
         return pending
 
-    async def settle_change(self, kind: str, pending: PendingChange) -> bool:
-        """Move an outbox row to the audit trail in one transaction; False if another relay did.
+    async def settle_changes(self, kind: str, published: Sequence[PendingChange]) -> int:
+        """Move published outbox rows to the audit trail; how many this call moved.
 
-        The audit row's key starts with the change's time, so the trail reads
-        (and is pruned) by time range.
+        Each change is two operations in one transaction — delete the outbox row
+        (conditional on its ETag) and write the audit row — batched up to 50
+        changes and about 2 MB per transaction. A row another relay moved
+        meanwhile is skipped (its pair dropped), never written twice. The audit
+        row's key starts with the change's time, so the trail reads (and is
+        pruned) by time range.
         """
-        change = pending.change
-        operations: list[tuple[Any, ...]] = [
-            ("delete", self._row(kind, pending.row_key), _if_unchanged(pending.etag)),
-            (
-                "upsert",
-                self._row(kind, _audit_key(change), t="a", **_record(change)),
-                {"mode": UpdateMode.REPLACE},
-            ),
-        ]
-        try:
-            await self._submit(operations)
-        except TableTransactionError as error:
-            if error.status_code in (404, 412):
-                return False
-            _translate(error)
-        return True
+        moved = 0
+        batch: list[tuple[Any, ...]] = []
+        size = 0
+        for index, pending in enumerate(published):
+            record = _record(pending.change)
+            batch += [
+                ("delete", self._row(kind, pending.row_key), _if_unchanged(pending.etag)),
+                (
+                    "upsert",
+                    self._row(kind, _audit_key(pending.change), t="a", **record),
+                    {"mode": UpdateMode.REPLACE},
+                ),
+            ]
+            size += sum(len(text) for text in record.values())
+            if len(batch) >= BATCH or size > _SETTLE_BYTES or index == len(published) - 1:
+                _, dropped = await self._submit_dropping_missing(batch, group=2, drop=(404, 412))
+                moved += len(batch) // 2 - len(dropped)
+                batch, size = [], 0
+        return moved
 
     async def audit_records(
         self, kind: str, *, since: str = "", until: str = "~"

@@ -183,8 +183,9 @@ async def test_a_crash_after_the_publish_republishes_the_same_event(
         raise ServiceUnavailableError("crashed before recording (injected)")
 
     with monkeypatch.context() as patched:
-        patched.setattr(store.repository, "settle_change", crash)
-        await relay.run_once()
+        patched.setattr(store.repository, "settle_changes", crash)
+        with pytest.raises(ServiceUnavailableError):  # the run fails after publishing
+            await relay.run_once()
     await relay.drain()
     assert collector.of(user["id"]) == [("create", 1), ("create", 1)]  # at least once ...
     first, again = collector.messages
@@ -329,3 +330,17 @@ async def test_the_audit_command_answers_who_disabled_a_user_and_when(scim, stor
 
     status, out, _ = await run_cli(monkeypatch, capsys, store, "audit", "prune", "--days", "1")
     assert status == 0 and "Pruned 0 audit record(s)" in out  # all are recent
+
+
+async def test_two_relays_at_once_record_each_change_once(scim, store, collector):
+    ids = [(await create(scim))["id"] for _ in range(60)]  # more than one settle transaction (50)
+    first, second = (
+        Relay(store.repository, collector, source=SOURCE),
+        Relay(store.repository, collector, source=SOURCE),
+    )
+    reports = await asyncio.gather(first.run_once(), second.run_once())
+    assert sum(r.recorded for r in reports) == 60  # every change moved once, by one relay or the other
+    assert len({m["id"] for m in collector.messages}) == 60  # duplicates allowed, none lost
+    records = [c async for c, published in store.repository.audit_records("User") if published]
+    assert sorted(c.resource_id for c in records) == sorted(ids)
+    assert await store.repository.pending_changes("User") == []
