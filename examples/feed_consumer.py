@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         applied, waiting = consume(copy, lines, lambda _: None)
         print(f"applied {applied} event(s); {waiting} wait for a missing version", file=sys.stderr)
         return 0
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
     name = os.environ.get("SCIM_CHANGE_QUEUE", "scim-changes")
@@ -224,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
 
         endpoint = os.environ["SCIM_STORAGE_QUEUE_ENDPOINT"]  # https://<account>.queue.core.windows.net
         queue = QueueClient(endpoint, name, credential=DefaultAzureCredential(), **codecs)
+    try:
+        queue.create_queue()  # the relay creates it on its first event; a consumer may start first
+    except (ResourceExistsError, HttpResponseError):
+        pass  # exists, or no right to create it (identity-based: the deployment created it)
     while True:
         applied, waiting = consume(copy, queue_events(queue), queue.delete_message)
         if applied or waiting:

@@ -21,6 +21,10 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tools.azurite import Azurite
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_FILE = ROOT / ".scim-dev-token"
@@ -64,6 +68,17 @@ def _banner(tenant_url: str, token: str, token_origin: str, storage: str) -> str
     )
 
 
+def _azurite(service: str, port: int) -> Azurite:
+    """Azurite's ``service`` on its usual port (``UseDevelopmentStorage=true`` then works), else on any."""
+    from tools.azurite import Azurite
+
+    location = str(AZURITE_DATA if service == "table" else AZURITE_DATA / service)
+    try:
+        return Azurite(service=service, port=port, location=location).start()
+    except RuntimeError:
+        return Azurite(service=service, location=location).start()
+
+
 def _stop_on_sigterm() -> None:
     """Treat SIGTERM/SIGHUP like Ctrl-C, so Azurite is stopped on the way out."""
 
@@ -83,7 +98,6 @@ def main() -> int:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     _stop_on_sigterm()
-    from tools.azurite import Azurite
     from tools.devserver import HostEmulator, read_route_prefix, serve
 
     host = os.environ.get("HOST", "127.0.0.1")
@@ -91,14 +105,18 @@ def main() -> int:
     token, token_origin = _token()
     with contextlib.ExitStack() as stack:
         connection_string = os.environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip()
+        shared = ""
         if connection_string:
             storage = "the storage account of SCIM_STORAGE_CONNECTION_STRING"
         else:
             AZURITE_DATA.mkdir(exist_ok=True)
             print("Starting Azurite (table and queue services) ...", flush=True)
-            azurite = stack.enter_context(Azurite(location=str(AZURITE_DATA)))
-            queues = stack.enter_context(Azurite(service="queue", location=str(AZURITE_DATA / "queue")))
+            azurite = _azurite("table", 10002)
+            stack.callback(azurite.stop)
+            queues = _azurite("queue", 10001)
+            stack.callback(queues.stop)
             connection_string = azurite.connection_string_with(queues)
+            shared = f"export SCIM_STORAGE_CONNECTION_STRING='{connection_string}'"
             storage = f"Azurite (tables {azurite.endpoint}, queues {queues.endpoint}; data in .azurite/)"
         os.environ["SCIM_STORAGE_CONNECTION_STRING"] = connection_string
         os.environ["SCIM_BEARER_TOKEN"] = token
@@ -108,6 +126,11 @@ def main() -> int:
         emulator = HostEmulator(function_app.app, route_prefix=read_route_prefix(ROOT / "host.json"))
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - display only
         print(_banner(f"http://{shown_host}:{port}/scim/v2", token, token_origin, storage), flush=True)
+        if shared:
+            print(
+                "For python -m scim check|audit|feed and the example consumer, in another shell:", flush=True
+            )
+            print(f"  {shared}", flush=True)
         # The change-feed relay (a timer trigger) runs every second: events reach the queue promptly.
         serve(emulator, host=host, port=port, on_shutdown=function_app.runtime.aclose, timer_interval=1.0)
     return 0

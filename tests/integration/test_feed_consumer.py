@@ -130,8 +130,10 @@ def directory(base: str) -> dict[str, Any]:
     return found
 
 
-def run_consumer(connection_string: str, *arguments: str, stdin: str | None = None) -> str:
+def run_consumer(connection_string: str, *arguments: str, stdin: str | None = None, queue: str = "") -> str:
     environment = {**os.environ, "SCIM_STORAGE_CONNECTION_STRING": connection_string}
+    if queue:
+        environment["SCIM_CHANGE_QUEUE"] = queue
     result = subprocess.run(  # noqa: S603 - our own example, as a user runs it
         [sys.executable, str(CONSUMER), *arguments], input=stdin, capture_output=True, text=True,
         env=environment, timeout=120, check=True,
@@ -146,6 +148,15 @@ def relay_everything(dev_server) -> None:
         if not report.recorded:
             return
     raise AssertionError("the outbox never emptied")
+
+
+def test_a_consumer_may_start_before_the_first_event(storage_connection_string, tmp_path):
+    database = str(tmp_path / "early.sqlite")
+    run_consumer(storage_connection_string, "--db", database, "--once", queue="early-" + uuid.uuid4().hex[:8])
+    assert json.loads(run_consumer(storage_connection_string, "--db", database, "--dump")) == {
+        "Groups": {},
+        "Users": {},
+    }
 
 
 def test_the_example_consumer_copy_matches_the_directory(dev_server, storage_connection_string, tmp_path):
