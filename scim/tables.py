@@ -59,6 +59,7 @@ from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from scim import transactions
 from scim.changes import Change
 from scim.config import Settings
 from scim.errors import (
@@ -342,7 +343,7 @@ class TableRepository:
         """
         for attempt in (1, 2):
             try:
-                return list(await self._client.submit_transaction(operations))
+                return list(await transactions.submit(self._client, operations))
             except HttpResponseError as error:
                 if attempt == 1 and _is_table_missing(error):
                     await self._create_table()

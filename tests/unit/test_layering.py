@@ -32,7 +32,11 @@ def test_core_never_imports_azure_functions():
 
 
 def test_only_the_storage_modules_import_the_storage_sdks():
-    owners = {"tables.py": "azure.data.tables", "queue.py": "azure.storage.queue"}
+    owners = {
+        "tables.py": "azure.data.tables",
+        "transactions.py": "azure.data.tables",
+        "queue.py": "azure.storage.queue",
+    }
     for module in modules():
         names = imports(module)
         sdk = {
@@ -42,7 +46,7 @@ def test_only_the_storage_modules_import_the_storage_sdks():
         }
         if module.name in owners:
             assert any(n.startswith(owners[module.name]) for n in sdk), module
-            other = {o for m, o in owners.items() if m != module.name}
+            other = {o for o in owners.values() if o != owners[module.name]}
             assert not any(n.startswith(tuple(other)) for n in sdk), module
         else:
             assert not sdk, module
