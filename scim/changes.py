@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import uuid
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,8 +149,10 @@ class Change:
         return f'W/"{self.sequence}"'
 
     def to_json(self) -> str:
-        """The stored form (outbox and audit rows)."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        """The stored form (outbox and audit rows); shallow, so the resource is never copied."""
+        stored = {f.name: getattr(self, f.name) for f in fields(self)}
+        stored["actor"] = {"principal": self.actor.principal, "request_id": self.actor.request_id}
+        return json.dumps(stored, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Change:
