@@ -82,7 +82,17 @@ from typing import Any
 
 import httpx
 
-from bench.users import ENTERPRISE, OP_HEADER, entra_user, machine, patch_body, percentile
+from bench.users import (
+    ENTERPRISE,
+    GROUP,
+    OP_HEADER,
+    entra_group,
+    entra_user,
+    machine,
+    members_of,
+    patch_body,
+    percentile,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,8 +103,6 @@ LABELS = {
     "reference": "reference (scim2-server, in memory)",
 }
 
-GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-MS_GROUP = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
 
 USER_OPERATIONS = (
     "probe",
@@ -333,20 +341,6 @@ def _total(expected: int) -> Callable[[Any], str | None]:
         return None if total == expected else f"totalResults {total!r}, expected {expected}"
 
     return check
-
-
-def entra_group(name: str) -> dict[str, Any]:
-    """The *Create Group* body of the Entra SCIM tutorial (as in tests/integration)."""
-    return {
-        "schemas": [GROUP, MS_GROUP],
-        "externalId": str(uuid.uuid4()),
-        "displayName": name,
-        "meta": {"resourceType": "Group"},
-    }
-
-
-def members_of(ids: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"$ref": None, "value": member} for member in ids]
 
 
 class Workload:

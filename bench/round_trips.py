@@ -45,7 +45,7 @@ from urllib.parse import parse_qsl, urlsplit
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from bench.users import ENTERPRISE, entra_user, machine, patch_body
+from bench.users import ENTERPRISE, entra_group, entra_user, machine, members_of, patch_body
 from scim.api import Request, Response, ScimApi
 from scim.config import Settings, token_digest
 from scim.tables import TableRepository, connect
@@ -53,8 +53,6 @@ from tools.azurite import Azurite
 
 BASE = "http://bench.invalid/scim/v2"
 TOKEN = "bench-round-trips-" + uuid.uuid4().hex
-GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-MS_GROUP = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
 K_VALUES = (1, 50, 98, 99, 250)
 SETUP_CONCURRENCY = 16
 
@@ -207,7 +205,7 @@ class Section:
         return list(await asyncio.gather(*(one(i) for i in indexes)))
 
     async def create_group(self, name: str) -> str:
-        response = await self.request("POST", "/Groups", group_body(name))
+        response = await self.request("POST", "/Groups", entra_group(name))
         if response.status != 201:
             raise RuntimeError(f"setup: creating group {name} -> {response.status}")
         return str(response.json()["id"])
@@ -228,19 +226,6 @@ def user_body(i: int) -> dict[str, Any]:
     body["externalId"] = f"ext-{i:05d}"
     body["name"]["familyName"] = f"Family{i:05d}"
     return body
-
-
-def group_body(name: str) -> dict[str, Any]:
-    return {
-        "schemas": [GROUP, MS_GROUP],
-        "externalId": str(uuid.uuid4()),
-        "displayName": name,
-        "meta": {"resourceType": "Group"},
-    }
-
-
-def members_of(ids: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"$ref": None, "value": member} for member in ids]
 
 
 def add_budget(k: int) -> int:
@@ -403,7 +388,7 @@ async def groups_section(s: Section, large: int) -> None:
     """Group requests, member PATCHes of K members, reads of large groups, filters over members."""
     ids = await s.create_users(range(large))
     response = await s.measure(
-        "POST group (Entra body)", "POST", "/Groups", group_body("Budget Group"), expected=201, budget=1
+        "POST group (Entra body)", "POST", "/Groups", entra_group("Budget Group"), expected=201, budget=1
     )
     gid = response.json()["id"]
     lean = "excludedAttributes=members"

@@ -66,6 +66,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+MS_GROUP = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 OPERATIONS = (
@@ -167,6 +169,21 @@ def entra_user() -> dict[str, Any]:
 
 def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
     return {"schemas": [PATCH_OP], "Operations": list(operations)}
+
+
+def entra_group(name: str) -> dict[str, Any]:
+    """The *Create Group* body of the Entra SCIM tutorial (as in tests/integration)."""
+    return {
+        "schemas": [GROUP, MS_GROUP],
+        "externalId": str(uuid.uuid4()),
+        "displayName": name,
+        "meta": {"resourceType": "Group"},
+    }
+
+
+def members_of(ids: Sequence[str]) -> list[dict[str, Any]]:
+    """A PatchOp ``members`` value as Entra sends it."""
+    return [{"$ref": None, "value": member} for member in ids]
 
 
 class StepFailedError(Exception):
