@@ -123,7 +123,13 @@ LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 DELEGATED_CONSENT = frozenset(
-    {"Application.Read.All", "Synchronization.ReadWrite.All", "AuditLog.Read.All", "User.Read.All"}
+    {
+        "Application.Read.All",
+        "Application.ReadWrite.All",
+        "Synchronization.ReadWrite.All",
+        "AuditLog.Read.All",
+        "User.Read.All",
+    }
 )
 """Delegated permissions an admin consented to for the public client (a token gets those it asks for)."""
 
@@ -144,6 +150,7 @@ SYNCHRONIZATION_SECRETS = frozenset(
 
 # Permissions that satisfy each operation: the least privileged one, then the higher ones (Graph API pages).
 READ_APPS = frozenset({"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All"})
+WRITE_APPS = frozenset({"Application.ReadWrite.All"})
 READ_USERS = frozenset(
     {"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
 )
@@ -236,6 +243,8 @@ class ServicePrincipal:
     tags: list[str] = field(default_factory=list)
     template_ids: tuple[str, ...] = ("scim",)
     application_template_id: str | None = NON_GALLERY_TEMPLATE_ID
+    visible_at: float = 0.0
+    """``time.monotonic()`` from which reads see it (directory replication after a create)."""
 
     def to_graph(self) -> dict[str, Any]:
         """The servicePrincipal properties the stand-in serves."""
@@ -535,6 +544,7 @@ _PROVISION_ON_DEMAND = _object(
     "provisionOnDemand",
     action=True,
 )
+_INSTANTIATE = _object({"displayName": (_string, True)}, "instantiate", action=True)
 _START = _object({}, "start", action=True)
 _PAUSE = _object({}, "pause", action=True)
 
@@ -684,6 +694,7 @@ class GraphStandIn:
         granted_scopes: frozenset[str] = DELEGATED_CONSENT,
         granted_roles: frozenset[str] = APPLICATION_ROLES,
         page_size: int = 2,
+        replication_delay: float = 1.0,
         premium: bool = True,
         seed: bool = True,
         port: int = 0,
@@ -699,6 +710,7 @@ class GraphStandIn:
         self.granted_scopes = granted_scopes
         self.granted_roles = granted_roles
         self.page_size = page_size
+        self.replication_delay = replication_delay
         self.premium = premium
         self.port = port
         self.auto_approve_after = auto_approve_after
@@ -1524,6 +1536,13 @@ class _Graph:
             _route("GET", "/servicePrincipals", self.list_service_principals, READ_APPS, collection=True),
             _route("GET", sp, self.get_service_principal, READ_APPS),
             _route("GET", "/users/{user}", self.get_user, READ_USERS),
+            _route(
+                "POST",
+                "/applicationTemplates/{template}/instantiate",
+                self.instantiate,
+                WRITE_APPS,
+                shape=_INSTANTIATE,
+            ),
             _route("GET", f"{sp}/synchronization/templates", self.list_templates, READ_SYNC, collection=True),
             _route("GET", f"{sp}/synchronization/jobs", self.list_jobs, READ_SYNC, collection=True),
             _route("POST", f"{sp}/synchronization/jobs", self.create_job, WRITE_SYNC, shape=_CREATE_JOB),
@@ -1714,7 +1733,7 @@ class _Graph:
     def service_principal(self, sp_id: str) -> ServicePrincipal:
         """The service principal by object id; 404 Request_ResourceNotFound otherwise."""
         for candidate in self.standin.service_principals:
-            if candidate.id.lower() == sp_id.lower():
+            if candidate.id.lower() == sp_id.lower() and candidate.visible_at <= time.monotonic():
                 return candidate
         raise _resource_not_found(sp_id)
 
@@ -1723,9 +1742,42 @@ class _Graph:
         items = [
             sp
             for sp in self.standin.service_principals
-            if _service_principal_filter(call.options.get("filter"))(sp)
+            if _service_principal_filter(call.options.get("filter"))(sp) and sp.visible_at <= time.monotonic()
         ]
         return self.page(call, [sp.to_graph() for sp in items], self.context("servicePrincipals"))
+
+    def instantiate(self, call: _GraphCall, template: str) -> _Reply:
+        """Graph v1.0: applicationTemplate: instantiate (201 applicationServicePrincipal).
+
+        Only the non-gallery template ("Integrate any other application") is modelled. As in the
+        directory, the new service principal becomes readable only after ``replication_delay``
+        seconds; a client must wait for it.
+        """
+        if template != NON_GALLERY_TEMPLATE_ID:
+            raise _resource_not_found(template)  # [modelled]: gallery templates are not served
+        name = call.body["displayName"]
+        app_id = str(uuid.uuid4())
+        created = ServicePrincipal(
+            id=str(uuid.uuid4()),
+            appId=app_id,
+            displayName=name,
+            tags=[
+                "WindowsAzureActiveDirectoryCustomSingleSignOnApplication",
+                "WindowsAzureActiveDirectoryIntegratedApp",
+            ],
+            visible_at=time.monotonic() + self.standin.replication_delay,
+        )
+        with self.standin._lock:
+            self.standin.service_principals.append(created)
+        application = {"id": str(uuid.uuid4()), "appId": app_id, "displayName": name}
+        return _json_reply(
+            201,
+            {
+                "@odata.context": self.context("microsoft.graph.applicationServicePrincipal"),
+                "application": application,
+                "servicePrincipal": created.to_graph(),
+            },
+        )
 
     def get_service_principal(self, call: _GraphCall, sp: str) -> _Reply:
         """Graph v1.0: Get servicePrincipal."""

@@ -29,6 +29,7 @@ from scim.admin.login import (
     DEFAULT_AUTHORITY,
     DEFAULT_CLIENT_ID,
     DEFAULT_GRAPH_URL,
+    DELEGATED_SCOPES,
     Login,
     LoginError,
     LoginSettings,
@@ -37,6 +38,10 @@ from scim.admin.meanings import STATUSES
 from scim.admin.tokens import check_endpoint, new_token
 
 Environ = Mapping[str, str]
+
+
+CREATE_SCOPES = ("Application.ReadWrite.All",)
+"""What ``entra connect --create`` needs beyond the usual scopes (applicationTemplate: instantiate)."""
 
 
 class UsageError(Exception):
@@ -122,6 +127,8 @@ def login_settings(arguments: argparse.Namespace, environ: Environ) -> LoginSett
         cache_path=Path(
             environ.get("SCIM_GRAPH_TOKEN_CACHE") or cache_home / "scim-entra" / "msal-cache.json"
         ),
+        scopes=DELEGATED_SCOPES
+        + (("Application.ReadWrite.All",) if getattr(arguments, "create", False) else ()),
     )
 
 
@@ -169,7 +176,12 @@ def _app(graph: GraphClient, name: str) -> dict[str, Any]:
 def entra_connect(arguments: argparse.Namespace, context: Context) -> int:
     """Set up provisioning: job from the template, Test Connection, then save the credentials."""
     token = _secret_token(arguments, context.environ)
-    sp = _app(context.graph, arguments.app)
+    try:
+        sp = _app(context.graph, arguments.app)
+    except prov.ProvisioningError:
+        if not arguments.create:
+            raise
+        sp = prov.create_app(context.graph, arguments.app, progress=progress)
     job, created = prov.ensure_job(context.graph, sp["id"], arguments.template)
     progress(
         f"{'Created' if created else 'Found'} provisioning job {job['id']} (template {job.get('templateId')})"
@@ -368,6 +380,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     connect.add_argument("--tenant-url", required=True, help="the endpoint's Tenant URL (…/scim/v2)")
     connect.add_argument("--template", help="synchronization template id (default: the app's default)")
     connect.add_argument("--force", action="store_true", help="save the credentials even if the test fails")
+    connect.add_argument(
+        "--create", action="store_true", help="create a non-gallery enterprise app named APP if there is none"
+    )
     _token_source(connect)
     provision = command("provision", entra_provision, "provision one user on demand, step by step")
     provision.add_argument("user", help="the user's object id or userPrincipalName")

@@ -84,6 +84,8 @@ class LoginSettings:
     client_certificate: Path | None = None
     certificate_password: str | None = None
     cache_path: Path | None = None
+    scopes: tuple[str, ...] = DELEGATED_SCOPES
+    """Delegated permissions to sign in with (``connect --create`` adds Application.ReadWrite.All)."""
 
     @property
     def authority(self) -> str:
@@ -208,7 +210,7 @@ class Login:
         return dict(result)
 
     def _delegated(self, app: Any) -> Any:
-        scopes = [f"{self.settings.graph_resource}/{scope}" for scope in DELEGATED_SCOPES]
+        scopes = [f"{self.settings.graph_resource}/{scope}" for scope in self.settings.scopes]
         accounts = app.get_accounts()
         if accounts:
             result = app.acquire_token_silent(scopes, account=accounts[0])

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,11 @@ from scim.admin.meanings import meaning
 APPS = Need(
     delegated="Application.Read.All",
     application="Application.Read.All",
+    roles="Application Administrator or Cloud Application Administrator",
+)
+WRITE_APPS = Need(
+    delegated="Application.ReadWrite.All",
+    application="Application.ReadWrite.OwnedBy (or Application.ReadWrite.All)",
     roles="Application Administrator or Cloud Application Administrator",
 )
 USERS = Need(
@@ -78,7 +84,8 @@ def find_service_principal(graph: GraphClient, app: str) -> dict[str, Any]:
     if not found:
         raise ProvisioningError(
             f"no enterprise app {app!r} in this tenant",
-            "give the app's object id (Enterprise apps > the app > Overview) or its exact display name.",
+            "give the app's object id (Enterprise apps > the app > Overview) or its exact display name; "
+            "`entra connect APP --create` creates a non-gallery app of that name.",
         )
     if len(found) > 1:
         ids = ", ".join(str(sp["id"]) for sp in found)
@@ -86,6 +93,43 @@ def find_service_principal(graph: GraphClient, app: str) -> dict[str, Any]:
             f"{len(found)} enterprise apps are named {app!r}: {ids}", "give the object id."
         )
     return found[0]
+
+
+#: Entra's "Integrate any other application you don't find in the gallery (Non-gallery)".
+NON_GALLERY_TEMPLATE = "8adf8e6e-67b2-4cf2-a259-e3dc5476c621"
+
+
+def create_app(
+    graph: GraphClient,
+    name: str,
+    *,
+    wait: float = 60.0,
+    progress: Callable[[str], None] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Create a non-gallery enterprise app named ``name``; its service principal, once readable.
+
+    Graph answers the new service principal at once, but reads (and the
+    synchronization API) see it only after directory replication, so this
+    polls ``GET /servicePrincipals/{id}`` for up to ``wait`` seconds.
+    """
+    created = graph.post(
+        f"applicationTemplates/{NON_GALLERY_TEMPLATE}/instantiate", WRITE_APPS, {"displayName": name}
+    )
+    sp_id = str(((created or {}).get("servicePrincipal") or {}).get("id", ""))
+    if not sp_id:
+        raise ProvisioningError(
+            "Graph created the app but answered no service principal", "run the command again."
+        )
+    progress(f"Created enterprise app {name!r} (service principal {sp_id}); waiting for the directory ...")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return graph.get(f"servicePrincipals/{sp_id}", APPS)
+        except GraphError as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+        sleep(2.0)
 
 
 def jobs_of(graph: GraphClient, sp_id: str) -> list[dict[str, Any]]:

@@ -171,3 +171,24 @@ def test_client_credentials_with_a_secret(cli, monkeypatch):
     monkeypatch.setenv("SCIM_GRAPH_CLIENT_SECRET", "wrong-secret")
     status, _, err = cli("entra", "login")
     assert status == 2 and "secret is wrong" in err
+
+
+def test_connect_create_makes_the_enterprise_app_and_waits_for_the_directory(cli, graph, http_base_url):
+    name = "Fabrikam SCIM " + str(len(graph.service_principals))
+    status, _, err = cli("entra", "connect", name, "--tenant-url", http_base_url)
+    assert status == 2 and "--create" in err  # not there, and the advice says how to create it
+    status, out, err = cli("entra", "connect", name, "--tenant-url", http_base_url, "--create")
+    assert status == 0, out + err
+    assert f"Created enterprise app {name!r}" in err and "Test Connection succeeded" in out
+    created = next(sp for sp in graph.service_principals if sp.displayName == name)
+    assert graph.secrets[created.id]["BaseAddress"] == http_base_url
+    reads = [
+        r for r in graph.requests if r.method == "GET" and r.path.endswith(f"/servicePrincipals/{created.id}")
+    ]
+    assert len(reads) >= 2  # a 404 while the directory replicates, then the service principal
+    instantiate = next(r for r in graph.requests if r.path.endswith("/instantiate"))
+    assert instantiate.json == {"displayName": name}
+    assert (
+        cli("entra", "connect", name, "--tenant-url", http_base_url, "--create")[0] == 0
+    )  # found, not re-created
+    assert sum(1 for sp in graph.service_principals if sp.displayName == name) == 1
