@@ -21,14 +21,13 @@ import asyncio
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from scim.admin.cli import parse_time, table
-from scim.changes import Change, timestamp
+from scim.changes import OPERATIONS, Change, timestamp
 from scim.config import Settings
-from scim.feed import KINDS, Relay, message_of
+from scim.feed import KINDS, Relay, message_of, source_of
 from scim.repository import Repository
 from scim.tables import open_repository
 
@@ -37,10 +36,6 @@ __all__ = ["add_commands", "run"]
 
 def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _source(settings: Settings) -> str:
-    return f"urn:scim:tenant:{settings.tenant}"
 
 
 async def recorded(
@@ -87,7 +82,7 @@ async def audit(settings: Settings, arguments: argparse.Namespace) -> int:
     try:
         since, until = _window(arguments)
         kinds = [arguments.type] if arguments.type else list(KINDS)
-        items = [(c, p) for c, p in await recorded(repository, since=since, until=until, kinds=kinds)]
+        items = await recorded(repository, since=since, until=until, kinds=kinds)
     finally:
         await repository.close()
     items = [(c, p) for c, p in items if _matches(c, arguments)]
@@ -121,7 +116,7 @@ async def prune(settings: Settings, arguments: argparse.Namespace) -> int:
         return 0
     repository = open_repository(settings)
     try:
-        pruned = await Relay(repository, None, source=_source(settings), retention_days=days).prune()
+        pruned = await Relay(repository, None, source=source_of(settings.tenant), retention_days=days).prune()
     finally:
         await repository.close()
     print(f"Pruned {pruned} audit record(s) older than {days} days.")
@@ -137,7 +132,7 @@ async def relay(settings: Settings, arguments: argparse.Namespace) -> int:
     where = f"queue {settings.change_queue}" if publisher else "no queue (SCIM_CHANGE_QUEUE=off): audit only"
     _err(f"Relaying changes of table {settings.table_name} to {where} ...")
     feed = Relay(
-        repository, publisher, source=_source(settings), retention_days=settings.audit_retention_days
+        repository, publisher, source=source_of(settings.tenant), retention_days=settings.audit_retention_days
     )
     try:
         while True:
@@ -163,29 +158,25 @@ async def replay(settings: Settings, arguments: argparse.Namespace) -> int:
         items = await recorded(repository, since=since, until=until)
     finally:
         await repository.close()
-    send: Callable[[str], Any]
-    publisher = None
-    if arguments.queue:
+    source = source_of(settings.tenant)
+    if not arguments.queue:
+        for change, _ in items:
+            print(message_of(change, source))
+    else:
         from scim.queue import open_publisher
 
         publisher = open_publisher(dataclasses.replace(settings, change_queue=arguments.queue))
         assert publisher is not None  # noqa: S101 - a queue name was given
-        send = publisher.send
-    try:
-        for position, (change, _) in enumerate(items, 1):
-            message = message_of(change, _source(settings))
-            if publisher is None:
-                print(message)
-            else:
-                await send(message)
+        try:
+            for position, (change, _) in enumerate(items, 1):
+                await publisher.send(message_of(change, source))
                 if position % 100 == 0:
                     _err(f"... {position} of {len(items)} events replayed")
-    finally:
-        if publisher is not None:
+        finally:
             await publisher.close()
     _err(
         f"Replayed {len(items)} event(s) since {since}"
-        + (f" to queue {arguments.queue}." if publisher else ".")
+        + (f" to queue {arguments.queue}." if arguments.queue else ".")
     )
     return 0
 
@@ -199,7 +190,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     auditing.add_argument("--type", choices=KINDS, help="resource type")
     auditing.add_argument("--resource", metavar="ID", help="resource id")
     auditing.add_argument("--actor", help="credential name, e.g. secret-token-1 or entra-app:<appid>")
-    auditing.add_argument("--operation", choices=["create", "replace", "patch", "delete", "members"])
+    auditing.add_argument("--operation", choices=OPERATIONS)
     auditing.add_argument("--attribute", metavar="NAME", help="changes of this attribute, e.g. active")
     auditing.add_argument(
         "--days", type=int, help="prune: retention in days (default SCIM_AUDIT_RETENTION_DAYS)"

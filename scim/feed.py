@@ -34,7 +34,7 @@ from scim.changes import Change
 from scim.errors import ScimError
 from scim.repository import PendingChange, Repository
 
-__all__ = ["KINDS", "Publisher", "Relay", "RelayReport", "message_of"]
+__all__ = ["KINDS", "Publisher", "Relay", "RelayReport", "message_of", "source_of"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ class Publisher(Protocol):
     async def send(self, message: str) -> None:
         """Publish one message; raise ``ServiceUnavailableError`` when it cannot."""
         ...
+
+
+def source_of(tenant: str) -> str:
+    """The CloudEvents ``source`` of a tenant's events."""
+    return f"urn:scim:tenant:{tenant}"
 
 
 def message_of(change: Change, source: str) -> str:

@@ -4,7 +4,7 @@ The only module that imports ``azure.storage.queue``, and the only place its
 errors are translated. Messages are Base64-encoded text — the encoding the
 Azure Functions queue trigger expects by default — so a Functions app can
 consume the feed with a plain queue trigger. A queue message holds at most
-64 KiB, which Base64 leaves 48 KiB of JSON for (``MAX_MESSAGE_BYTES``).
+64 KiB, which Base64 leaves 48 KiB of JSON for (``scim.feed.MAX_MESSAGE_BYTES``).
 The queue is created on the first publish that finds it missing.
 """
 
@@ -27,12 +27,9 @@ from azure.storage.queue.aio import QueueClient
 from scim.config import Settings
 from scim.errors import ServiceUnavailableError
 
-__all__ = ["MAX_MESSAGE_BYTES", "QueuePublisher", "open_publisher", "open_reader"]
+__all__ = ["QueuePublisher", "open_publisher", "open_reader"]
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 48 * 1024
-"""Largest UTF-8 message text: 64 KiB once Base64-encoded (the queue's limit)."""
 
 _CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 3, "read_timeout": 10}
 

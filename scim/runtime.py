@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from scim.api import Request, Response, ScimApi, error_response
 from scim.config import ConfigurationError, Settings
 from scim.errors import InternalError, ScimError
-from scim.feed import Relay, RelayReport
+from scim.feed import Relay, RelayReport, source_of
 from scim.tables import TableRepository, open_repository
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class Runtime:
             self._relay = Relay(
                 repository,
                 self._publisher,
-                source=f"urn:scim:tenant:{settings.tenant}",
+                source=source_of(settings.tenant),
                 retention_days=settings.audit_retention_days,
             )
         return self._relay

@@ -100,7 +100,7 @@ _RESOURCE_END = "res;"  # the character after ':' bounds the RowKey range of res
 _EDGE = "|g:"
 _MEMBER = "mem:"
 _OUTBOX, _OUTBOX_END = "out:", "out;"
-_AUDIT, _AUDIT_END = "aud:", "aud;"
+_AUDIT = "aud:"
 BATCH = 100
 """Most operations per entity-group transaction (Table Storage limit)."""
 RECORD_CHUNKS = 4
@@ -431,6 +431,25 @@ class TableRepository:
 
     # -- resources ------------------------------------------------------------
 
+    async def _commit(
+        self,
+        kind: str,
+        operations: list[tuple[Any, ...]],
+        index_names: Sequence[str | None],
+        change: Change | None,
+    ) -> str:
+        """Submit a resource write (resource row first, index rows next) with its change record last.
+
+        Returns the resource row's new ETag; a collision on an index row names its attribute.
+        """
+        if change is not None:
+            operations.append(("create", self._outbox_row(kind, change)))
+        try:
+            results = await self._submit(operations)
+        except TableTransactionError as error:
+            self._raise_transaction_error(error, index_names, offset=1)
+        return str(results[0]["etag"])
+
     async def create(
         self,
         kind: str,
@@ -452,13 +471,7 @@ class TableRepository:
             operations.append(
                 ("create", self._row(kind, _index_row_key(name, unique[name]), t="i", id=resource_id))
             )
-        if change is not None:
-            operations.append(("create", self._outbox_row(kind, change)))
-        try:
-            results = await self._submit(operations)
-        except TableTransactionError as error:
-            self._raise_transaction_error(error, names, offset=1)
-        return str(results[0]["etag"])
+        return await self._commit(kind, operations, names, change)
 
     async def get(self, kind: str, resource_id: str) -> StoredResource:
         """The resource row and its reverse edges, in one range query."""
@@ -524,13 +537,7 @@ class TableRepository:
                     ("create", self._row(kind, _index_row_key(name, new), t="i", id=current.id))
                 )
                 names.append(name)
-        if change is not None:
-            operations.append(("create", self._outbox_row(kind, change)))
-        try:
-            results = await self._submit(operations)
-        except TableTransactionError as error:
-            self._raise_transaction_error(error, names, offset=1)
-        return str(results[0]["etag"])
+        return await self._commit(kind, operations, names, change)
 
     async def mark_deleting(self, kind: str, current: StoredResource) -> StoredResource:
         """Flag the resource as being deleted (conditional on its ETag); return the new state.
