@@ -22,7 +22,7 @@ from scim.runtime import Runtime
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 """Discovery routes take every method so that the wrong ones get a SCIM 405, not the host's 404."""
-runtime = Runtime(lambda: Settings.from_env(os.environ))
+runtime = Runtime(lambda: Settings.from_env(os.environ), root=os.path.dirname(os.path.abspath(__file__)))
 
 
 def to_request(req: func.HttpRequest) -> Request:

@@ -30,6 +30,8 @@ from scim.admin.cli import add_commands, run
 from scim.config import ConfigurationError, Settings
 from scim.consistency import check, repair
 from scim.errors import ScimError
+from scim.resources import build_kinds
+from scim.schemafile import SchemaFileError, load_schema_file
 from scim.tables import open_repository
 
 
@@ -37,7 +39,8 @@ async def _check(settings: Settings, *, fix: bool, as_json: bool) -> int:
     repository = open_repository(settings)
     try:
         print(f"Scanning table {settings.table_name} (tenant {settings.tenant}) ...", file=sys.stderr)
-        anomalies = await check(repository)
+        kinds = build_kinds(load_schema_file(settings.schema_file))
+        anomalies = await check(repository, kinds)
         outcomes = await repair(anomalies) if fix else [(a, "found") for a in anomalies]
     finally:
         await repository.close()
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command != "check":
             return changelog.run(settings, arguments)
         return asyncio.run(_check(settings, fix=arguments.repair, as_json=arguments.json))
-    except (ConfigurationError, ScimError) as error:
+    except (ConfigurationError, ScimError, SchemaFileError) as error:
         print(f"error: {getattr(error, 'detail', error)}", file=sys.stderr)
         return 2
 

@@ -39,7 +39,8 @@ from scim.errors import (
 from scim.groups import GroupService
 from scim.membership import Membership
 from scim.repository import Repository, StoredResource
-from scim.resources import GROUP, USER, ResourceKind
+from scim.resources import ResourceKind, build_kinds
+from scim.schemafile import DeclaredSchemas
 from scim.service import ListResult, Query, ResourceService, matches_if_match, version_of
 from scim.users import UserService
 
@@ -103,18 +104,30 @@ Handler = Callable[[Request], Awaitable[Response]]
 class ScimApi:
     """Handlers for each SCIM route template, bound to settings and storage."""
 
-    def __init__(self, settings: Settings, repository: Repository, *, keys: KeySource | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        repository: Repository,
+        *,
+        keys: KeySource | None = None,
+        declared: DeclaredSchemas | None = None,
+    ) -> None:
         self._settings = settings
         policy = None
         if settings.entra_tenant_id:
             policy = JwtPolicy(settings.entra_tenant_id, settings.jwt_issuer, settings.jwt_audiences)
         self._authenticator = Authenticator(settings.token_digests, policy=policy, keys=keys)
         membership = Membership(repository)
-        limits: dict[str, Any] = {"max_page_size": settings.max_page_size, "max_scan": settings.max_scan}
-        self._users = UserService(repository, membership=membership, **limits)
-        self._groups = GroupService(repository, membership=membership, **limits)
+        limits: dict[str, Any] = {
+            "max_page_size": settings.max_page_size,
+            "max_scan": settings.max_scan,
+            "unknown_attributes": settings.unknown_attributes,
+        }
+        user, group = build_kinds(declared)
+        self._users = UserService(repository, membership=membership, kind=user, **limits)
+        self._groups = GroupService(repository, membership=membership, kind=group, **limits)
         self._discovery = Discovery(
-            (USER, GROUP),
+            (user, group),
             max_results=settings.max_page_size,
             bulk=(BULK_MAX_OPERATIONS, settings.max_body_bytes),
         )
@@ -305,7 +318,7 @@ class ScimApi:
                 return await self._resource_response(service, request, stored)
             if request.method == "PATCH":
                 stored = await service.patch(resource_id, _json_body(request), if_match=if_match)
-                if service.kind is GROUP and _response_parameters(GROUP, request.query) is None:
+                if service.kind.name == "Group" and _response_parameters(service.kind, request.query) is None:
                     # Entra expects 204 for group PATCHes and must never get the member list.
                     return Response(204, {"ETag": version_of(stored)})
                 return await self._resource_response(service, request, stored)
@@ -350,7 +363,8 @@ class ScimApi:
         meta["location"] = f"{base_url}{service.kind.endpoint}/{stored.id}"
         meta["version"] = version_of(stored)
         document["meta"] = meta
-        if parameters is None or not (parameters.attributes or parameters.excluded_attributes):
+        selected = parameters is not None and bool(parameters.attributes or parameters.excluded_attributes)
+        if not selected and not service.kind.hidden:
             return document
         resource = service.kind.model.model_validate(document)
         return resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters)

@@ -116,6 +116,8 @@ class Change:
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     truncated: bool = False
     """The resource was too large to keep in the record: consumers read it with a GET."""
+    ignored: tuple[str, ...] = ()
+    """Undeclared attributes the request carried and the endpoint ignored (``ignore`` mode)."""
 
     @classmethod
     def of(
@@ -130,13 +132,14 @@ class Change:
         after: dict[str, Any] | None = None,
         added: tuple[str, ...] = (),
         removed: tuple[str, ...] = (),
+        ignored: tuple[str, ...] = (),
     ) -> Change:
         """A change by the current request's actor, with the attributes that differ."""
         names, values = changed_attributes(before, after) if operation != "members" else ((), {})
         resource = None if after is None else {k: v for k, v in after.items() if k != "members"}
         return cls(
             kind, resource_id, operation, sequence, time, resource, names, values, added, removed,
-            current_actor.get(),
+            current_actor.get(), ignored=ignored,
         )  # fmt: skip
 
     def without_resource(self) -> Change:
@@ -161,6 +164,7 @@ class Change:
         data["actor"] = Actor(**data["actor"])
         data["attributes"] = tuple(data["attributes"])
         data["added"], data["removed"] = tuple(data["added"]), tuple(data["removed"])
+        data["ignored"] = tuple(data.get("ignored", ()))
         return cls(**data)
 
     def event(self, source: str, *, include_resource: bool = True) -> dict[str, Any]:
@@ -213,6 +217,8 @@ class Change:
             "eventId": self.event_id,
             "published": published,
         }
+        if self.ignored:
+            entry["ignored"] = list(self.ignored)
         if self.operation == "members":
             entry["membersAdded"], entry["membersRemoved"] = len(self.added), len(self.removed)
         return entry

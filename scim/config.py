@@ -124,6 +124,10 @@ class Settings:
         storage_queue_endpoint: Queue endpoint for identity-based access
             (default: the table endpoint's account, ``.queue.``).
         audit_retention_days: Days the audit trail keeps a change (0: forever).
+        schema_file: The operator's schema-extension file (``scim.schemafile``);
+            relative to the app's folder; empty: built-in schemas only.
+        unknown_attributes: ``reject`` (400 naming the attribute) or ``ignore``
+            (dropped, and reported in the log and the audit record).
     """
 
     storage_connection_string: str = field(default="", repr=False)
@@ -143,6 +147,8 @@ class Settings:
     change_queue: str = "scim-changes"
     storage_queue_endpoint: str = ""
     audit_retention_days: int = 365
+    schema_file: str = ""
+    unknown_attributes: str = "reject"
 
     def check_serving(self) -> None:
         """Refuse to serve with settings that cannot work.
@@ -181,6 +187,9 @@ class Settings:
         tenant_id = environ.get("SCIM_ENTRA_TENANT_ID", "").strip()
         if tenant_id and not re.fullmatch(r"[0-9a-fA-F-]{36}", tenant_id):
             raise ConfigurationError("SCIM_ENTRA_TENANT_ID must be the tenant's GUID")
+        unknown = environ.get("SCIM_UNKNOWN_ATTRIBUTES", "").strip().lower() or "reject"
+        if unknown not in ("reject", "ignore"):
+            raise ConfigurationError(f"SCIM_UNKNOWN_ATTRIBUTES must be reject or ignore, got {unknown!r}")
         audiences = tuple(a.strip() for a in environ.get("SCIM_JWT_AUDIENCE", "").split(",") if a.strip())
         return cls(
             storage_connection_string=environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip(),
@@ -208,4 +217,6 @@ class Settings:
             audit_retention_days=_int(
                 environ, "SCIM_AUDIT_RETENTION_DAYS", cls.audit_retention_days, minimum=0
             ),
+            schema_file=environ.get("SCIM_SCHEMA_FILE", "").strip(),
+            unknown_attributes=unknown,
         )

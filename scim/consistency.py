@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from scim.errors import ScimError
-from scim.repository import IndexRow, MemberEdgeRow, Repository, ReverseEdgeRow, StoredResource
+from scim.repository import IndexEntry, IndexRow, MemberEdgeRow, Repository, ReverseEdgeRow, StoredResource
 from scim.resources import GROUP, USER, ResourceKind
 
 __all__ = ["Anomaly", "check", "repair"]
@@ -67,11 +67,10 @@ async def _read(repository: Repository, kind: str) -> _Partition:
 
 def _index_anomalies(repository: Repository, kind: ResourceKind, partition: _Partition) -> list[Anomaly]:
     anomalies: list[Anomaly] = []
-    expected: dict[str, tuple[str, str]] = {}
+    expected: dict[str, tuple[str, IndexEntry]] = {}
     for stored in partition.resources.values():
-        resource = kind.model.model_validate(stored.document)
-        for name, key in kind.unique_keys(resource).items():
-            expected[repository.index_row_key(name, key)] = (stored.id, key)
+        for row_key, entry in repository.index_row_keys(stored, kind.index_entries(stored.document)).items():
+            expected[row_key] = (stored.id, entry)
     present = {row.row_key: row for row in partition.indexes}
     for row_key, row in present.items():
         owner = expected.get(row_key)
@@ -83,14 +82,13 @@ def _index_anomalies(repository: Repository, kind: ResourceKind, partition: _Par
                     _unindex(repository, kind.name, row_key),
                 )
             )
-    for row_key, (resource_id, key) in expected.items():
+    for row_key, (resource_id, entry) in expected.items():
         if row_key not in present:
-            attribute = row_key.split(":")[1]
             anomalies.append(
                 Anomaly(
                     "missing-index",
-                    f"{kind.name} {resource_id} has no {attribute} index row",
-                    _reindex(repository, kind.name, attribute, key, resource_id),
+                    f"{kind.name} {resource_id} has no {entry.name or entry.index} index row",
+                    _reindex(repository, kind.name, entry, resource_id),
                 )
             )
     return anomalies
@@ -163,21 +161,24 @@ def _unindex(repository: Repository, kind: str, row_key: str) -> Callable[[], Aw
 
 
 def _reindex(
-    repository: Repository, kind: str, attribute: str, key: str, resource_id: str
+    repository: Repository, kind: str, entry: IndexEntry, resource_id: str
 ) -> Callable[[], Awaitable[None]]:
     async def fix() -> None:
-        await repository.create_index_row(kind, attribute, key, resource_id)
+        await repository.create_index_row(kind, entry, resource_id)
 
     return fix
 
 
-async def check(repository: Repository) -> list[Anomaly]:
+async def check(
+    repository: Repository, kinds: tuple[ResourceKind, ResourceKind] = (USER, GROUP)
+) -> list[Anomaly]:
     """Scan the users' and groups' partitions; return every anomaly found."""
-    users = await _read(repository, USER.name)
-    groups = await _read(repository, GROUP.name)
+    user, group = kinds
+    users = await _read(repository, user.name)
+    groups = await _read(repository, group.name)
     return [
-        *_index_anomalies(repository, USER, users),
-        *_index_anomalies(repository, GROUP, groups),
+        *_index_anomalies(repository, user, users),
+        *_index_anomalies(repository, group, groups),
         *_membership_anomalies(repository, users, groups),
     ]
 

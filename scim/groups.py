@@ -39,7 +39,7 @@ from scim.errors import (
 from scim.limits import MAX_INDEXED_CHARS, check_member_count, check_patch_size
 from scim.membership import MemberRecord, Membership
 from scim.repository import Repository, StoredResource
-from scim.resources import GROUP
+from scim.resources import GROUP, ResourceKind
 from scim.service import WRITE_ATTEMPTS, ResourceService, back_off, check_precondition
 
 __all__ = ["GroupService", "MemberChanges", "split_member_operations"]
@@ -185,8 +185,15 @@ def _entry(member: str, display: str | None) -> dict[str, str]:
 class GroupService(ResourceService):
     """Groups, with members as edges (see module docstring)."""
 
-    def __init__(self, repository: Repository, *, membership: Membership, **options: Any) -> None:
-        super().__init__(GROUP, repository, **options)
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        membership: Membership,
+        kind: ResourceKind = GROUP,
+        **options: Any,
+    ) -> None:
+        super().__init__(kind, repository, **options)
         self._membership = membership
 
     async def expand(self, stored: StoredResource, wanted: Callable[[str], bool]) -> StoredResource:

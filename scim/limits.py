@@ -7,11 +7,14 @@ The body size itself is checked first, in ``scim.api`` (``SCIM_MAX_BODY_BYTES``)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scim2_models import Resource
 
 from scim.errors import InvalidFilterError, InvalidValueError, PayloadTooLargeError
+
+if TYPE_CHECKING:
+    from scim.resources import ResourceKind
 
 __all__ = [
     "MAX_FILTER_CHARS",
@@ -99,8 +102,8 @@ def check_member_count(count: int) -> None:
         )
 
 
-def check_indexed_values(resource: Resource[Any]) -> None:
-    """Refuse ``userName``, ``displayName`` or ``externalId`` values too long to index.
+def check_indexed_values(resource: Resource[Any], kind: ResourceKind) -> None:
+    """Refuse values of indexed attributes (core and declared) too long to index.
 
     Raises:
         InvalidValueError: A value is longer than :data:`MAX_INDEXED_CHARS`.
@@ -113,3 +116,11 @@ def check_indexed_values(resource: Resource[Any]) -> None:
         value = getattr(resource, field, None)
         if isinstance(value, str) and len(value) > MAX_INDEXED_CHARS:
             raise InvalidValueError(f"{name} is longer than {MAX_INDEXED_CHARS:,} characters.")
+    declared = [attribute for attribute in kind.indexed if attribute.schema is not None]
+    if not declared:
+        return
+    document = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for attribute in declared:
+        value = attribute.value_of(document)
+        if value is not None and len(value) > MAX_INDEXED_CHARS:
+            raise InvalidValueError(f"{attribute.name} is longer than {MAX_INDEXED_CHARS:,} characters.")

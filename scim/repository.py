@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from scim.pushdown import Condition
 
 __all__ = [
+    "IndexEntry",
     "IndexRow",
     "MemberEdgeRow",
     "PendingChange",
@@ -43,6 +44,22 @@ class ReverseEdge:
 
 
 @dataclass(frozen=True)
+class IndexEntry:
+    """An index row a resource needs: the attribute's index name and the value's comparison key.
+
+    A ``unique`` entry's row is keyed by the value alone (a second resource
+    with the value fails the write: 409 ``uniqueness``); otherwise the row also
+    carries the resource id, and several resources may share the value.
+    """
+
+    index: str
+    key: str
+    unique: bool
+    name: str = ""
+    """The attribute as clients name it (for error messages)."""
+
+
+@dataclass(frozen=True)
 class StoredResource:
     """A resource as stored: its SCIM JSON document and the storage ETag.
 
@@ -58,6 +75,8 @@ class StoredResource:
     edges_known: bool = True
     version: int = 0
     """The version counter: +1 on every committed change (``meta.version`` is ``W/"<version>"``)."""
+    index_rows: tuple[str, ...] | None = None
+    """The keys of the index rows the resource's last write made (None: written before they were kept)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +145,7 @@ class Repository(Protocol):
         kind: str,
         resource_id: str,
         document: dict[str, Any],
-        unique: Mapping[str, str],
+        index: Sequence[IndexEntry],
         *,
         columns: Mapping[str, Any] | None = None,
         change: Change | None = None,
@@ -146,8 +165,8 @@ class Repository(Protocol):
         """
         ...
 
-    async def lookup(self, kind: str, attribute: str, key: str) -> StoredResource | None:
-        """The resource whose unique ``attribute`` has comparison key ``key``."""
+    async def lookup(self, kind: str, index: str, key: str) -> list[StoredResource]:
+        """The resources whose indexed attribute (stored as ``index``) has comparison key ``key``."""
         ...
 
     async def replace(
@@ -156,8 +175,8 @@ class Repository(Protocol):
         current: StoredResource,
         document: dict[str, Any],
         *,
-        old_unique: Mapping[str, str],
-        new_unique: Mapping[str, str],
+        old_index: Sequence[IndexEntry],
+        new_index: Sequence[IndexEntry],
         columns: Mapping[str, Any] | None = None,
         change: Change | None = None,
     ) -> str:
@@ -179,7 +198,7 @@ class Repository(Protocol):
         ...
 
     async def delete(
-        self, kind: str, current: StoredResource, unique: Mapping[str, str], change: Change | None = None
+        self, kind: str, current: StoredResource, index: Sequence[IndexEntry], change: Change | None = None
     ) -> None:
         """Delete the resource, its index rows and ``current.edges`` if its ETag is still ``current.etag``.
 
@@ -282,15 +301,15 @@ class Repository(Protocol):
         """Every row of a resource type's partition, typed (consistency checks)."""
         ...
 
-    def index_row_key(self, attribute: str, key: str) -> str:
-        """The RowKey of the index row for ``attribute`` = comparison key ``key``."""
+    def index_row_keys(self, stored: StoredResource, entries: Sequence[IndexEntry]) -> dict[str, IndexEntry]:
+        """The RowKeys of the index rows a stored resource should have, for its ``entries``."""
         ...
 
     async def delete_index_row(self, kind: str, row_key: str) -> None:
         """Delete an index row (consistency repair)."""
         ...
 
-    async def create_index_row(self, kind: str, attribute: str, key: str, resource_id: str) -> None:
+    async def create_index_row(self, kind: str, entry: IndexEntry, resource_id: str) -> None:
         """Create a missing index row (consistency repair).
 
         Raises:

@@ -12,12 +12,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scim.api import Request, Response, ScimApi, error_response
 from scim.config import ConfigurationError, Settings
-from scim.errors import InternalError, ScimError
+from scim.errors import InternalError, ScimError, ServiceUnavailableError
 from scim.feed import Relay, RelayReport, source_of
+from scim.schemafile import DeclaredSchemas, SchemaFileError, load_schema_file
 from scim.tables import TableRepository, open_repository
 
 if TYPE_CHECKING:
@@ -47,8 +49,10 @@ ROUTES: dict[str, Callable[[ScimApi, Request], Awaitable[Response]]] = {
 class Runtime:
     """Holds the one long-lived :class:`ScimApi` of a process (per event loop)."""
 
-    def __init__(self, settings: Callable[[], Settings]) -> None:
+    def __init__(self, settings: Callable[[], Settings], *, root: str | Path = ".") -> None:
         self._settings = settings
+        self._root = Path(root)
+        self._declared: tuple[str, DeclaredSchemas] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: ScimApi | None = None
         self._repository: TableRepository | None = None
@@ -56,9 +60,26 @@ class Runtime:
         self._publisher: QueuePublisher | None = None
         self._built: Settings | None = None
 
+    def declared(self, settings: Settings) -> DeclaredSchemas:
+        """The operator's schema extensions (read once per file name).
+
+        Raises:
+            SchemaFileError: The file is missing or breaks a rule (the message says which and where).
+        """
+        if self._declared is None or self._declared[0] != settings.schema_file:
+            declared = load_schema_file(settings.schema_file, self._root)
+            for extension in declared.extensions:
+                log.info(
+                    "Schema extension %s for %s: %d attributes",
+                    extension.urn, extension.resource_type, len(extension.schema.attributes or []),
+                )  # fmt: skip
+            self._declared = (settings.schema_file, declared)
+        return self._declared[1]
+
     def _build(self) -> ScimApi:
         settings = self._settings()
         settings.check_serving()
+        declared = self.declared(settings)
         repository = open_repository(settings)
         self._repository, self._relay, self._built = repository, None, settings
         keys = None
@@ -68,7 +89,7 @@ class Runtime:
 
             keys = JwksKeys(settings.jwks_url)
         log.info("SCIM service ready: table %s, tenant %s", settings.table_name, settings.tenant)
-        return ScimApi(settings, repository, keys=keys)
+        return ScimApi(settings, repository, keys=keys, declared=declared)
 
     def api(self) -> ScimApi:
         """The API for the running event loop, built on first use."""
@@ -120,8 +141,10 @@ class Runtime:
         what is missing (never a secret).
         """
         try:
-            self._settings().check_serving()
-        except ConfigurationError as error:
+            settings = self._settings()
+            settings.check_serving()
+            self.declared(settings)
+        except (ConfigurationError, SchemaFileError) as error:
             body = {"status": "misconfigured", "detail": str(error)}
             return Response(503, {"Content-Type": "application/json"}, json.dumps(body).encode())
         return Response(200, {"Content-Type": "application/json"}, b'{"status":"ok"}')
@@ -143,4 +166,8 @@ class Runtime:
         except ConfigurationError as error:
             log.error("The SCIM endpoint is not configured: %s", error)
             return error_response(InternalError(f"The SCIM endpoint is not configured: {error}"))
+        except SchemaFileError as error:
+            log.error("The schema file is invalid; the endpoint does not serve until it is fixed: %s", error)
+            detail = f"The endpoint's schema file is invalid, so it serves nothing until it is fixed: {error}"
+            return error_response(ServiceUnavailableError(detail, retry_after=60))
         return await ROUTES[route](api, request)

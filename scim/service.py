@@ -33,7 +33,6 @@ from scim import entra
 from scim.changes import Change, timestamp
 from scim.errors import (
     ConflictError,
-    InternalError,
     InvalidCursorError,
     InvalidSyntaxError,
     NotFoundError,
@@ -45,7 +44,8 @@ from scim.limits import check_filter, check_indexed_values, check_patch_size
 from scim.membership import is_resource_id
 from scim.pushdown import columns_of, pushdown
 from scim.repository import Repository, StoredResource
-from scim.resources import ENTRA_POLICY, ResourceKind
+from scim.resources import ENTRA_POLICY, IndexedAttribute, ResourceKind
+from scim.unknown import REJECT, check_password, patch_unknown_names, resource_unknown_names, settle
 
 __all__ = [
     "WRITE_ATTEMPTS",
@@ -159,14 +159,23 @@ class ResourceService:
         *,
         max_page_size: int = 200,
         max_scan: int = 10_000,
+        unknown_attributes: str = REJECT,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.kind = kind
+        self._unknown = unknown_attributes
         self._repository = repository
         self._max_page_size = max_page_size
         self._max_scan = max_scan
         self._clock = clock
         self._known_schemas = self._schemas_of(kind.model)
+        self._complex_values = tuple(
+            f"{extension.urn}:{attribute.name}"
+            for extension in kind.declared
+            for attribute in extension.schema.attributes or []
+            if attribute.type is not None and attribute.type.value == "complex" and not attribute.multi_valued
+            and any(sub.name == "value" for sub in attribute.sub_attributes or [])
+        )  # fmt: skip
         # Held here: pydantic keeps parametrized generics only weakly, and rebuilding one after a
         # garbage collection costs ~13 ms (a third of the filter requests paid it before).
         self._search_request: type[SearchRequest[Any]] = SearchRequest[kind.model]  # type: ignore[name-defined]
@@ -179,7 +188,13 @@ class ResourceService:
 
     # -- validation --------------------------------------------------------
 
-    def _validate(self, body: Any, context: Context) -> Resource[Any]:
+    def _validate(self, body: Any, context: Context) -> tuple[Resource[Any], tuple[str, ...]]:
+        """The validated resource, and the undeclared attributes it ignored (``scim.unknown``).
+
+        Raises:
+            InvalidValueError: Not a valid resource, an undeclared attribute
+                (``reject`` mode), or a ``password``.
+        """
         if not isinstance(body, dict):
             raise InvalidSyntaxError(f"The body must be a JSON object describing a {self.kind.name}.")
         body = entra.normalize_resource(body, self._known_schemas)
@@ -187,8 +202,10 @@ class ResourceService:
             resource = self.kind.model.model_validate(body, scim_ctx=context, scim_policy=ENTRA_POLICY)
         except (ValidationError, SCIMException) as error:
             raise from_library_error(error) from error
-        check_indexed_values(resource)
-        return resource
+        check_password(resource)
+        ignored = settle(self._unknown, self.kind.name, resource_unknown_names(resource))
+        check_indexed_values(resource, self.kind)
+        return resource, ignored
 
     def _load(self, stored: StoredResource) -> Resource[Any]:
         return self.kind.model.model_validate(stored.document, scim_policy=ENTRA_POLICY)
@@ -201,6 +218,12 @@ class ResourceService:
         echoed back.
         """
         document = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        if self.kind.hidden:  # declared attributes a response leaves out are still stored
+            everything = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for urn, names in self.kind.hidden.items():
+                kept = {n: everything[urn][n] for n in names if n in everything.get(urn, {})}
+                if kept:
+                    document[urn] = {**document.get(urn, {}), **kept}
         document["schemas"] = [self._known_schemas[0]] + [
             uri for uri in self._known_schemas[1:] if document.get(uri)
         ]
@@ -215,15 +238,17 @@ class ResourceService:
             InvalidValueError / InvalidSyntaxError: The body is not a valid resource.
             UniquenessError: A unique attribute value is taken (409).
         """
-        resource = self._validate(body, Context.RESOURCE_CREATION_REQUEST)
+        resource, ignored = self._validate(body, Context.RESOURCE_CREATION_REQUEST)
         now = self._clock()
         resource.id = str(uuid.uuid4())
         resource.meta = Meta(resource_type=self.kind.name, created=now, last_modified=now)
         document = self._document(resource)
-        unique = self.kind.unique_keys(resource)
-        change = Change.of(self.kind.name, resource.id, "create", 1, timestamp(now), after=document)
+        index = self.kind.index_entries(document)
+        change = Change.of(
+            self.kind.name, resource.id, "create", 1, timestamp(now), after=document, ignored=ignored
+        )
         etag = await self._repository.create(
-            self.kind.name, resource.id, document, unique, columns=columns_of(resource), change=change
+            self.kind.name, resource.id, document, index, columns=columns_of(resource), change=change
         )
         return StoredResource(resource.id, document, etag, version=1)
 
@@ -256,9 +281,11 @@ class ResourceService:
             InvalidFilterError: Bad filter syntax or an unknown attribute.
             InvalidCursorError: A cursor this service did not issue.
         """
+        parameters = dict(parameters)
         for key, value in parameters.items():
             if key.lower() == "filter" and isinstance(value, str):
                 check_filter(value)
+                parameters[key] = entra.normalize_filter(value, self._complex_values)
         try:
             request = self._search_request.model_validate(
                 parameters, scim_ctx=Context.SEARCH_REQUEST, scim_policy=ENTRA_POLICY
@@ -365,16 +392,17 @@ class ResourceService:
         lookup = _index_term(node, self.kind) if node is not None else None
         if lookup is not None:
             attribute, value = lookup
-            if attribute == "id":
+            if attribute is None:
                 try:
                     return [await self.get(value)]
                 except NotFoundError:
                     return []
-            unique = self.kind.unique_attribute(attribute)
-            if unique is None:  # pragma: no cover - _index_term only returns indexed attributes
-                raise InternalError()
-            found = await self._repository.lookup(self.kind.name, unique.name, unique.key(value))
-            return [found] if found is not None else []
+            found = await self._repository.lookup(self.kind.name, attribute.index, attribute.key(value))
+            if len(found) > self._max_scan:
+                raise TooManyError(
+                    f"More than {self._max_scan:,} {self.kind.name} resources share the value."
+                )
+            return found
         scanned: list[StoredResource] = []
         where = pushdown(node, str(self.kind.model.__schema__)) if node is not None else None
         async for stored in self._repository.scan(self.kind.name, where=where):
@@ -388,12 +416,12 @@ class ResourceService:
 
     async def replace(self, resource_id: str, body: Any, *, if_match: str | None = None) -> StoredResource:
         """RFC 7644 §3.5.1: replace every writable attribute, keep ``id`` and ``created``."""
-        resource = self._validate(body, Context.RESOURCE_REPLACEMENT_REQUEST)
+        resource, ignored = self._validate(body, Context.RESOURCE_REPLACEMENT_REQUEST)
 
         def rewrite(_: Resource[Any]) -> Resource[Any]:
             return resource.model_copy(deep=True)
 
-        return await self._write(resource_id, rewrite, "replace", if_match=if_match)
+        return await self._write(resource_id, rewrite, "replace", if_match=if_match, ignored=ignored)
 
     async def patch(self, resource_id: str, body: Any, *, if_match: str | None = None) -> StoredResource:
         """RFC 7644 §3.5.2: apply the operations atomically (all or none).
@@ -405,9 +433,13 @@ class ResourceService:
         if not isinstance(body, dict):
             raise InvalidSyntaxError("The body must be a PatchOp JSON object.")
         check_patch_size(body)
+        body = entra.normalize_patch(body)
+        check_password(patch=body)
+        in_paths, in_values = patch_unknown_names(self.kind.model, body)
+        ignored = settle(self._unknown, self.kind.name, in_values, in_paths)
         try:
             patch = self._patch_op.model_validate(
-                entra.normalize_patch(body), scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY
+                body, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY
             )
         except (ValidationError, SCIMException) as error:
             raise from_library_error(error) from error
@@ -418,10 +450,10 @@ class ResourceService:
             except (ValidationError, SCIMException) as error:
                 raise from_library_error(error) from error
             if changed:
-                check_indexed_values(resource)
+                check_indexed_values(resource, self.kind)
             return resource if changed else None
 
-        return await self._write(resource_id, apply, "patch", if_match=if_match)
+        return await self._write(resource_id, apply, "patch", if_match=if_match, ignored=ignored)
 
     async def _write(
         self,
@@ -430,6 +462,7 @@ class ResourceService:
         operation: str,
         *,
         if_match: str | None,
+        ignored: tuple[str, ...] = (),
     ) -> StoredResource:
         """Read, change, conditionally write (with the change record); retry when another writer won.
 
@@ -452,6 +485,8 @@ class ResourceService:
                 last_modified=now,
             )
             document = self._document(after)
+            if _same(document, current.document):
+                return current  # nothing changed (same values): no write, version unchanged
             version = current.version + 1
             record = Change.of(
                 self.kind.name,
@@ -461,14 +496,15 @@ class ResourceService:
                 timestamp(now),
                 before=current.document,
                 after=document,
+                ignored=ignored,
             )
             try:
                 etag = await self._repository.replace(
                     self.kind.name,
                     current,
                     document,
-                    old_unique=self.kind.unique_keys(before),
-                    new_unique=self.kind.unique_keys(after),
+                    old_index=self.kind.index_entries(current.document),
+                    new_index=self.kind.index_entries(document),
                     columns=columns_of(after),
                     change=record,
                 )
@@ -492,14 +528,14 @@ class ResourceService:
                 await back_off(attempt)
             current = await self.get(resource_id)
             check_precondition(current, if_match)
-            unique = self.kind.unique_keys(self._load(current))
+            index = self.kind.index_entries(current.document)
             try:
                 current = await self._before_delete(current)
                 record = Change.of(
                     self.kind.name, current.id, "delete", current.version + 1, timestamp(self._clock()),
                     before=current.document,
                 )  # fmt: skip
-                await self._repository.delete(self.kind.name, current, unique, record)
+                await self._repository.delete(self.kind.name, current, index, record)
             except PreconditionFailedError:
                 if if_match is not None:
                     raise
@@ -524,7 +560,11 @@ def check_precondition(current: StoredResource, if_match: str | None) -> None:
         )
 
 
-_INDEX_PREFERENCE = ("id", "userName", "externalId", "displayName")
+def _same(document: dict[str, Any], stored: dict[str, Any]) -> bool:
+    """Whether two documents hold the same values, ``meta`` aside (a no-op write)."""
+    return {k: v for k, v in document.items() if k != "meta"} == {
+        k: v for k, v in stored.items() if k != "meta"
+    }
 
 
 def _eq_terms(node: FilterNode) -> Iterable[Comparison]:
@@ -535,24 +575,24 @@ def _eq_terms(node: FilterNode) -> Iterable[Comparison]:
             yield from _eq_terms(term)
 
 
-def _index_term(node: FilterNode, kind: ResourceKind) -> tuple[str, str] | None:
-    """The (attribute, value) of an ``eq`` an index can answer, if the filter has one.
+def _index_term(node: FilterNode, kind: ResourceKind) -> tuple[IndexedAttribute | None, str] | None:
+    """The (indexed attribute, value) of an ``eq`` an index can answer (None: ``id``), if any.
 
     Only a top-level comparison or one operand of a top-level ``and`` chain
     qualifies: every match must satisfy it. The whole filter is still
-    evaluated on the candidate, so the other terms keep their meaning.
+    evaluated on the candidates, so the other terms keep their meaning. ``id``
+    is preferred, then a unique attribute (one candidate), then any index.
     """
-    found: dict[str, str] = {}
+    best: tuple[int, tuple[IndexedAttribute | None, str]] | None = None
     for term in _eq_terms(node):
         path = term.attr_path
         if term.op != CompareOperator.eq or path.sub_attr or not isinstance(term.value, str):
             continue
-        if path.uri and path.uri.lower() != str(kind.model.__schema__).lower():
-            continue
-        name = path.attr.lower()
-        if name == "id" or kind.unique_attribute(name) is not None:
-            found.setdefault(name, term.value)
-    for preferred in _INDEX_PREFERENCE:
-        if preferred.lower() in found:
-            return preferred, found[preferred.lower()]
-    return None
+        if path.attr.lower() == "id" and (not path.uri or path.uri.lower() == kind.schema.lower()):
+            return None, term.value
+        attribute = kind.indexed_attribute(path.uri, path.attr)
+        if attribute is not None:
+            rank = 0 if attribute.unique else 1
+            if best is None or rank < best[0]:
+                best = (rank, (attribute, term.value))
+    return best[1] if best is not None else None

@@ -9,11 +9,18 @@ Layout (one table; DESIGN §5, azure-notes §5.8)::
     <tenant>|User    res:<uid>                r   SCIM JSON in d0..dN (≤ 32,000 chars each)
     <tenant>|User    res:<uid>|g:<gid>        e   reverse edge: the user is in group <gid>; p = pending
     <tenant>|User    idx:<attribute>:<key>    i   {"id": <uid>} — unique index row
+    <tenant>|User    idx:<attribute>:<key>|<uid>  i   {"id": <uid>} — index row of a non-unique attribute
     <tenant>|Group   res:<gid>                r   SCIM JSON (without members)
     <tenant>|Group   idx:<attribute>:<key>    i   {"id": <gid>}
     <tenant>|Group   mem:<gid>:<uid>          m   member edge: {"value": <uid>}
     <tenant>|<Type>  out:<id>:<sequence>      o   outbox: a Change (scim.changes) in c0..cN, not yet published
     <tenant>|<Type>  aud:<time>:<id>:<seq>    a   audit: the same Change once published (kept for retention)
+
+A resource row lists the keys of its index rows in ``ix``, so a write
+removes exactly the rows the previous write made even when the declared
+schema changed in between; rows written before ``ix`` existed are the unique
+rows of ``userName``/``externalId``/``displayName`` (:data:`LEGACY_INDEXES`).
+An ``eq`` lookup reads both forms of a value's rows in one range query.
 
 Every write of a resource row increments its version counter ``v`` (its
 ``meta.version``) and carries, in the same transaction, the outbox row of the
@@ -72,6 +79,7 @@ from scim.errors import (
 )
 from scim.pushdown import AllOf, ColumnTest, Condition
 from scim.repository import (
+    IndexEntry,
     IndexRow,
     InventoryRow,
     MemberEdgeRow,
@@ -112,6 +120,8 @@ _SETTLE_BYTES = 1_000_000
 MEMBER_WRITE_ATTEMPTS = 32
 """Tries of one member batch against concurrent writers of the same group (each re-reads the group row)."""
 _USER, _GROUP = "User", "Group"
+LEGACY_INDEXES = frozenset({"userName", "externalId", "displayName"})
+"""Attributes whose unique index rows a resource row without ``ix`` has (written before ``ix``)."""
 _MAX_KEY_COMPONENT = 200
 """Bytes of escaped key text kept readable; longer keys are hashed (Cosmos DB caps RowKey at 255 B)."""
 
@@ -199,8 +209,25 @@ def row_key_component(text: str) -> str:
     return escaped
 
 
-def _index_row_key(attribute: str, key: str) -> str:
-    return f"idx:{attribute}:{row_key_component(key)}"
+def _index_row_key(attribute: str, key: str, resource_id: str | None = None) -> str:
+    """``idx:<attribute>:<key>``, and ``|<id>`` for a non-unique attribute (several rows per value)."""
+    suffix = f"|{resource_id}" if resource_id is not None else ""
+    return f"idx:{attribute}:{row_key_component(key)}{suffix}"
+
+
+def _entry_key(entry: IndexEntry, resource_id: str) -> str:
+    return _index_row_key(entry.index, entry.key, None if entry.unique else resource_id)
+
+
+def _index_rows(entries: Sequence[IndexEntry], resource_id: str) -> dict[str, IndexEntry]:
+    return {_entry_key(entry, resource_id): entry for entry in entries}
+
+
+def _previous_rows(current: StoredResource, entries: Sequence[IndexEntry]) -> list[str]:
+    """The index rows the resource's last write made: its ``ix``, or the legacy unique rows."""
+    if current.index_rows is not None:
+        return list(current.index_rows)
+    return [_index_row_key(e.index, e.key) for e in entries if e.index in LEGACY_INDEXES]
 
 
 def _chunked(text: str, prefix: str) -> dict[str, str]:
@@ -447,7 +474,12 @@ class TableRepository:
         try:
             results = await self._submit(operations)
         except TableTransactionError as error:
-            self._raise_transaction_error(error, index_names, offset=1)
+            position = getattr(error, "index", None)
+            stale = error.status_code == 404 and position and operations[position][0] == "delete"
+            if not stale:
+                self._raise_transaction_error(error, index_names, offset=1)
+            # An index row ``ix`` names is gone (a repair removed it): write without it.
+            results, _ = await self._submit_dropping_missing(operations, required=0)
         return str(results[0]["etag"])
 
     async def create(
@@ -455,22 +487,23 @@ class TableRepository:
         kind: str,
         resource_id: str,
         document: dict[str, Any],
-        unique: Mapping[str, str],
+        index: Sequence[IndexEntry],
         *,
         columns: Mapping[str, Any] | None = None,
         change: Change | None = None,
     ) -> str:
         """Insert the resource row (columns, version), its index rows and its change record, atomically."""
         version = change.sequence if change is not None else 1
+        rows = _index_rows(index, resource_id)
         row = self._row(
-            kind, _RESOURCE + resource_id, t="r", v=version, **_split(document), **(columns or {})
-        )
+            kind, _RESOURCE + resource_id, t="r", v=version, ix=json.dumps(list(rows)),
+            **_split(document), **(columns or {}),
+        )  # fmt: skip
         operations: list[tuple[Any, ...]] = [("create", row)]
-        names = list(unique)
-        for name in names:
-            operations.append(
-                ("create", self._row(kind, _index_row_key(name, unique[name]), t="i", id=resource_id))
-            )
+        names: list[str | None] = []
+        for row_key, entry in rows.items():
+            operations.append(("create", self._row(kind, row_key, t="i", id=resource_id)))
+            names.append(entry.name if entry.unique else None)
         return await self._commit(kind, operations, names, change)
 
     async def get(self, kind: str, resource_id: str) -> StoredResource:
@@ -492,20 +525,29 @@ class TableRepository:
             raise NotFoundError(f"{kind} {resource_id} not found.")
         return replace(_stored(resource_id, resource), edges=tuple(edges))
 
-    async def lookup(self, kind: str, attribute: str, key: str) -> StoredResource | None:
-        """Index row, then resource row: two reads."""
-        try:
-            index = await self._client.get_entity(
-                self._partition(kind), _index_row_key(attribute, key), select=["id"]
-            )
-        except ResourceNotFoundError:
-            return None
-        except Exception as error:  # noqa: BLE001 - translated below
-            _translate(error)
-        try:
-            return await self.get(kind, str(index["id"]))
-        except NotFoundError:
-            return None  # deleted between the two reads
+    async def lookup(self, kind: str, attribute: str, key: str) -> list[StoredResource]:
+        """The index rows of a value (one range query, both forms), then each resource row.
+
+        Two reads for a value one resource holds.
+        """
+        unique_key = _index_row_key(attribute, key)
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
+            {"pk": self._partition(kind), "lo": unique_key, "hi": unique_key + "|~"},
+            select=["RowKey", "id"],
+        )
+        ids: list[str] = []
+        async for row in rows:
+            resource_id = str(row.get("id", ""))
+            if row["RowKey"] in (unique_key, f"{unique_key}|{resource_id}") and resource_id not in ids:
+                ids.append(resource_id)
+        found = []
+        for resource_id in ids:
+            try:
+                found.append(await self.get(kind, resource_id))
+            except NotFoundError:
+                continue  # deleted between the two reads
+        return found
 
     async def replace(
         self,
@@ -513,30 +555,31 @@ class TableRepository:
         current: StoredResource,
         document: dict[str, Any],
         *,
-        old_unique: Mapping[str, str],
-        new_unique: Mapping[str, str],
+        old_index: Sequence[IndexEntry],
+        new_index: Sequence[IndexEntry],
         columns: Mapping[str, Any] | None = None,
         change: Change | None = None,
     ) -> str:
         """Conditional replace of the resource row, index-row moves and the change record, atomically."""
         version = change.sequence if change is not None else current.version
-        row = self._row(kind, _RESOURCE + current.id, t="r", v=version, **_split(document), **(columns or {}))
+        old_rows = _previous_rows(current, old_index)
+        new_rows = _index_rows(new_index, current.id)
+        row = self._row(
+            kind, _RESOURCE + current.id, t="r", v=version, ix=json.dumps(list(new_rows)),
+            **_split(document), **(columns or {}),
+        )  # fmt: skip
         if current.edges:
             row["g"] = True  # keep the marker a full replace would drop
         operations: list[tuple[Any, ...]] = [("update", row, _if_match(current.etag))]
         names: list[str | None] = []
-        for name in sorted(set(old_unique) | set(new_unique)):
-            old, new = old_unique.get(name), new_unique.get(name)
-            if old == new:
-                continue
-            if old is not None:
-                operations.append(("delete", self._row(kind, _index_row_key(name, old))))
+        for row_key in old_rows:
+            if row_key not in new_rows:
+                operations.append(("delete", self._row(kind, row_key)))
                 names.append(None)
-            if new is not None:
-                operations.append(
-                    ("create", self._row(kind, _index_row_key(name, new), t="i", id=current.id))
-                )
-                names.append(name)
+        for row_key, entry in new_rows.items():
+            if row_key not in old_rows:
+                operations.append(("create", self._row(kind, row_key, t="i", id=current.id)))
+                names.append(entry.name if entry.unique else None)
         return await self._commit(kind, operations, names, change)
 
     async def mark_deleting(self, kind: str, current: StoredResource) -> StoredResource:
@@ -555,7 +598,7 @@ class TableRepository:
         return replace(current, etag=str(results[0]["etag"]), deleting=True)
 
     async def delete(
-        self, kind: str, current: StoredResource, unique: Mapping[str, str], change: Change | None = None
+        self, kind: str, current: StoredResource, index: Sequence[IndexEntry], change: Change | None = None
     ) -> None:
         """Delete the reverse edges, then the resource and its index rows (conditional, last).
 
@@ -565,7 +608,7 @@ class TableRepository:
         """
         last: list[tuple[Any, ...]] = [
             ("delete", self._row(kind, _RESOURCE + current.id), _if_unchanged(current.etag)),
-            *(("delete", self._row(kind, _index_row_key(name, key))) for name, key in unique.items()),
+            *(("delete", self._row(kind, row_key)) for row_key in _previous_rows(current, index)),
             *([("create", self._outbox_row(kind, change))] if change is not None else []),
         ]
         edges = [
@@ -737,21 +780,32 @@ class TableRepository:
                 group_id, _, user_id = row_key[len(_MEMBER) :].partition(":")
                 yield MemberEdgeRow(group_id, user_id)
 
-    def index_row_key(self, attribute: str, key: str) -> str:
-        """The RowKey of an index row."""
-        return _index_row_key(attribute, key)
+    def index_row_keys(self, stored: StoredResource, entries: Sequence[IndexEntry]) -> dict[str, IndexEntry]:
+        """The index rows a resource should have: by its entries, or the legacy rows (no ``ix``)."""
+        if stored.index_rows is None:
+            return {_index_row_key(e.index, e.key): e for e in entries if e.index in LEGACY_INDEXES}
+        return _index_rows(entries, stored.id)
 
     async def delete_index_row(self, kind: str, row_key: str) -> None:
         """Delete one index row (absent is fine)."""
         await self._submit_dropping_missing([("delete", self._row(kind, row_key))])
 
-    async def create_index_row(self, kind: str, attribute: str, key: str, resource_id: str) -> None:
-        """Insert one index row; a taken key is a uniqueness conflict."""
-        row = self._row(kind, _index_row_key(attribute, key), t="i", id=resource_id)
+    async def create_index_row(self, kind: str, entry: IndexEntry, resource_id: str) -> None:
+        """Insert one index row and list it in the resource's ``ix``; a taken key is a uniqueness conflict."""
+        row_key = _entry_key(entry, resource_id)
+        row = self._row(kind, row_key, t="i", id=resource_id)
         try:
             await self._submit([("create", row)])
         except TableTransactionError as error:
-            self._raise_transaction_error(error, [attribute], offset=0)
+            self._raise_transaction_error(error, [entry.name or entry.index], offset=0)
+        current = await self.get(kind, resource_id)
+        if current.index_rows is not None and row_key not in current.index_rows:
+            listed = json.dumps([*current.index_rows, row_key])
+            merge = self._row(kind, _RESOURCE + resource_id, ix=listed)
+            try:
+                await self._submit([("update", merge, {**_if_match(current.etag), "mode": UpdateMode.MERGE})])
+            except TableTransactionError:
+                pass  # the resource changed meanwhile: its write listed its own rows
 
     # -- membership edges (ordered by scim.membership) ------------------------
 
@@ -961,12 +1015,14 @@ def _stored(resource_id: str, entity: Any) -> StoredResource:
     if isinstance(members_modified, str) and isinstance(meta, dict):
         if members_modified > str(meta.get("lastModified", "")):
             document["meta"] = {**meta, "lastModified": members_modified}
+    listed = entity.get("ix")
     return StoredResource(
         resource_id,
         document,
         str(entity.metadata["etag"]),
         deleting=bool(entity.get("deleting")),
         version=int(entity.get("v") or 0),
+        index_rows=tuple(json.loads(listed)) if isinstance(listed, str) else None,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from scim.membership import Membership
 from scim.repository import Repository, ReverseEdge, StoredResource
-from scim.resources import USER
+from scim.resources import USER, ResourceKind
 from scim.service import ResourceService
 
 __all__ = ["UserService"]
@@ -22,8 +22,15 @@ __all__ = ["UserService"]
 class UserService(ResourceService):
     """Users, with ``groups`` derived from membership edges."""
 
-    def __init__(self, repository: Repository, *, membership: Membership, **options: Any) -> None:
-        super().__init__(USER, repository, **options)
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        membership: Membership,
+        kind: ResourceKind = USER,
+        **options: Any,
+    ) -> None:
+        super().__init__(kind, repository, **options)
         self._membership = membership
 
     async def expand(self, stored: StoredResource, wanted: Callable[[str], bool]) -> StoredResource:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from scim.repository import IndexEntry
 from scim.consistency import check, repair
 from tests.integration.test_groups_entra import create_group, members_of, users
 from tests.integration.test_membership_crash import crashing
@@ -62,11 +63,11 @@ async def test_hand_edits_are_found_and_repaired(scim, store):
     group = await create_group(scim)
     repository = store.repository
     ghost = str(uuid.uuid4())
-    await repository.create_index_row("User", "userName", "ghost@x.com", ghost)  # orphaned index
+    await repository.create_index_row("User", IndexEntry("userName", "ghost@x.com", True), ghost)  # orphaned
     me = (await scim.get(f"/Users/{user}")).json()
-    await repository.delete_index_row(
-        "User", repository.index_row_key("userName", me["userName"].lower())
-    )  # missing
+    entry = IndexEntry("userName", me["userName"].lower(), True)
+    (row_key,) = repository.index_row_keys(await repository.get("User", user), [entry])
+    await repository.delete_index_row("User", row_key)  # missing
     stored_group = await repository.get("Group", group["id"])
     await repository.write_member_edges(
         stored_group, modified="2026-01-01T00:00:00Z", add={ghost: None}

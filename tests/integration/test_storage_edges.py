@@ -43,7 +43,7 @@ async def test_large_resource_spans_several_properties(scim):
 
 
 async def test_resource_too_large_for_an_entity_is_413_and_not_stored(scim):
-    roles = [{"value": "r" * 1000} for _ in range(600)]  # 600k chars of JSON
+    roles = [{"value": f"{i:04d}" + "r" * 1000} for i in range(600)]  # 600k chars of JSON
     response = await scim.post("/Users", entra_user("big@contoso.com") | {"roles": roles})
     assert_error(response, 413)
     assert (await scim.get('/Users?filter=userName eq "big@contoso.com"')).json()["totalResults"] == 0
