@@ -31,7 +31,7 @@ _HOW = (
     "No schema of this endpoint declares it, so it cannot be stored. Declare it in the schema file "
     "(SCIM_SCHEMA_FILE, docs/schema-extensions.md) and restart the endpoint, or remove its mapping in Entra."
 )
-_REFUSED_PASSWORD = (
+_CREDENTIALS_NOT_STORED = (
     "This endpoint does not store passwords (README, 'Passwords'); remove the password mapping "
     "from the application's attribute mappings in Entra."
 )
@@ -118,14 +118,14 @@ def check_password(resource: Resource[Any] | None = None, patch: Any = None) -> 
         InvalidValueError: It is there.
     """
     if resource is not None and getattr(resource, "password", None) is not None:
-        raise InvalidValueError(_REFUSED_PASSWORD)
+        raise InvalidValueError(_CREDENTIALS_NOT_STORED)
     for operation in _operations(patch):
         if not isinstance(operation, dict):
             continue
         path, value = operation.get("path"), operation.get("value")
         names = [path] if isinstance(path, str) else list(value) if isinstance(value, dict) else []
         if any(isinstance(n, str) and n.strip().lower() in _PASSWORD_PATHS for n in names):
-            raise InvalidValueError(_REFUSED_PASSWORD)
+            raise InvalidValueError(_CREDENTIALS_NOT_STORED)
 
 
 def settle(mode: str, kind: str, in_values: list[str], in_paths: list[str] | None = None) -> tuple[str, ...]:
