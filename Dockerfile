@@ -40,6 +40,8 @@ RUN python3 -m pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 # Only what the Functions host runs: the triggers, the host configuration and the SCIM core.
+# The schema-extensions file (SCIM_SCHEMA_FILE) is configuration, not code: it is mounted at run
+# time (deploy/on-premises/compose.yaml, /schema), so one image serves every schema.
 COPY host.json function_app.py /home/site/wwwroot/
 COPY scim/ /home/site/wwwroot/scim/
 

@@ -35,6 +35,16 @@ param scimBearerToken string
 @description('Optional: your Entra tenant GUID, to also accept Entra-issued JWTs of that tenant (Secret Token left blank in Entra). Empty: bearer token only.')
 param scimEntraTenantId string = ''
 
+@description('Optional: the schema-extensions file (JSON or YAML) the app loads at start-up, relative to the app root (where function_app.py is) and deployed with the code, e.g. schema-extensions.yaml (docs/schema-extensions.md). Empty: only the built-in schemas.')
+param schemaFile string = ''
+
+@allowed([
+  'reject'
+  'ignore'
+])
+@description('What the app does with an attribute no built-in or declared schema has: reject (400 naming it) or ignore (drop it, and list it in the log line and the audit record).')
+param unknownAttributes string = 'reject'
+
 @minValue(1)
 @maxValue(1000)
 @description('Most instances the app scales out to. SCIM traffic from Entra is modest; this also bounds the load on the table.')
@@ -114,6 +124,8 @@ module api 'app/api.bicep' = {
     bearerTokenSecretUri: resources.outputs.bearerTokenSecretUri
     appInsightsConnectionString: resources.outputs.appInsightsConnectionString
     scimEntraTenantId: scimEntraTenantId
+    schemaFile: schemaFile
+    unknownAttributes: unknownAttributes
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     alwaysReadyInstanceCount: alwaysReadyInstanceCount

@@ -16,7 +16,9 @@ Member-operation semantics (RFC 7644 §3.5.2, with Entra's forms):
 * ``replace`` ``members`` [values] — the members become exactly those;
 * path-less ``add``/``replace`` with a ``members`` key — as with the path.
 
-Member ids that match no user are skipped (logged), never stored.
+Member ids that match no user are skipped (logged), never stored; a member
+sent with ``type: Group`` is refused (400): nested groups are not provisioned
+by Entra (entra-scim-behavior §11) and a group must never become a user membership.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ def _members(value: Any) -> list[tuple[str, str | None]]:
         member = item.get("value") if isinstance(item, dict) else None
         if not isinstance(member, str) or not member:
             raise InvalidValueError('Each member must be an object with a string "value" (the member id).')
+        if isinstance(item, dict) and str(item.get("type", "")).lower() == "group":
+            raise InvalidValueError(
+                f"Member {member} is a Group: nested groups are not supported (Entra does not provision "
+                "them); only users can be members."
+            )
         display = item.get("display")
         if isinstance(display, str) and len(display) > MAX_INDEXED_CHARS:
             raise InvalidValueError(f"A member display is longer than {MAX_INDEXED_CHARS:,} characters.")

@@ -15,6 +15,7 @@ service does not store credentials (README, "Passwords").
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +25,8 @@ from scim2_models import Path, Resource
 from scim.errors import InvalidPathError, InvalidValueError
 
 __all__ = ["IGNORE", "REJECT", "check_password", "patch_unknown_names", "resource_unknown_names", "settle"]
+
+log = logging.getLogger(__name__)
 
 REJECT, IGNORE = "reject", "ignore"
 
@@ -137,7 +140,10 @@ def settle(mode: str, kind: str, in_values: list[str], in_paths: list[str] | Non
     """
     in_paths = in_paths or []
     if mode == IGNORE or not (in_values or in_paths):
-        return tuple(sorted({*in_values, *in_paths}))
+        ignored = tuple(sorted({*in_values, *in_paths}))
+        if ignored:  # names only: values may be personal data
+            log.warning("Ignored %d undeclared %s attributes: %s", len(ignored), kind, ", ".join(ignored))
+        return ignored
     names = ", ".join(repr(name) for name in [*in_paths, *in_values][:5])
     more = len(in_paths) + len(in_values) - 5
     listed = names + (f" and {more} more" if more > 0 else "")

@@ -47,6 +47,12 @@ param appInsightsConnectionString string
 @description('Optional Entra tenant GUID for Entra-issued JWTs; empty = bearer token only.')
 param scimEntraTenantId string
 
+@description('Schema-extensions file, relative to the app root or absolute; empty = built-in schemas only.')
+param schemaFile string
+
+@description('reject or ignore: what the app does with an attribute no schema declares.')
+param unknownAttributes string
+
 @description('Most instances the app scales out to.')
 param maximumInstanceCount int
 
@@ -155,6 +161,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SCIM_BEARER_TOKEN: '@Microsoft.KeyVault(SecretUri=${bearerTokenSecretUri})'
     SCIM_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}/scim/v2'
     SCIM_ENTRA_TENANT_ID: scimEntraTenantId
+    // Operator-declared schema extensions (docs/schema-extensions.md): the file ships in the package.
+    SCIM_SCHEMA_FILE: schemaFile
+    SCIM_UNKNOWN_ATTRIBUTES: unknownAttributes
   }
 }
 

@@ -67,6 +67,8 @@ REQUIRED_APP_SETTINGS = {
     "SCIM_BEARER_TOKEN",
     "SCIM_PUBLIC_BASE_URL",
     "SCIM_ENTRA_TENANT_ID",
+    "SCIM_SCHEMA_FILE",
+    "SCIM_UNKNOWN_ATTRIBUTES",
     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
     "AZURE_CLIENT_ID",
     "AzureWebJobsStorage__credential",
@@ -464,11 +466,35 @@ def app_settings_problems(infra: Infra) -> list[str]:
         or host.parts[-1] != "defaultHostName"
     ):
         problems.append(f"SCIM_PUBLIC_BASE_URL is not https://<site default host name>/scim/v2: {base!r}")
-    tenant_file, tenant = infra.resolve(file, settings["SCIM_ENTRA_TENANT_ID"])
-    param = infra[tenant_file].params.get(tenant.path) if isinstance(tenant, Ref) else None
-    if tenant_file != MAIN or param is None or param.value != "":
-        problems.append(f"SCIM_ENTRA_TENANT_ID is not a main.bicep parameter defaulting to '': {tenant!r}")
+    problems += _main_parameter_problems(
+        infra, file, settings["SCIM_ENTRA_TENANT_ID"], "SCIM_ENTRA_TENANT_ID", ""
+    )
+    # Operator-declared schema extensions: both settings are parameters the operator sets through azd.
+    problems += _main_parameter_problems(infra, file, settings["SCIM_SCHEMA_FILE"], "SCIM_SCHEMA_FILE", "")
+    problems += _main_parameter_problems(
+        infra,
+        file,
+        settings["SCIM_UNKNOWN_ATTRIBUTES"],
+        "SCIM_UNKNOWN_ATTRIBUTES",
+        "reject",
+        ["reject", "ignore"],
+    )
     return problems
+
+
+def _main_parameter_problems(
+    infra: Infra, file: str, value: Any, setting: str, default: str, allowed: list[str] | None = None
+) -> list[str]:
+    """An app setting that is a main.bicep parameter with this default (and these allowed values)."""
+    param_file, ref = infra.resolve(file, value)
+    param = infra[param_file].params.get(ref.path) if isinstance(ref, Ref) else None
+    if param_file != MAIN or param is None or param.value != default:
+        return [f"{setting} is not a main.bicep parameter defaulting to {default!r}: {ref!r}"]
+    if allowed is not None and param.decorators.get("allowed") != (allowed,):
+        return [
+            f"{setting}: parameter {param.name} allows {param.decorators.get('allowed')!r}, not {allowed!r}"
+        ]
+    return []
 
 
 def tag_and_output_problems(infra: Infra) -> list[str]:
@@ -574,6 +600,10 @@ def test_parameters_file_matches_main_bicep(infra: Infra) -> None:
             # Never a literal secret in the repository: azd substitutes (or prompts for) the value.
             assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*\}", parameters[name]["value"]), name
     assert parameters["scimBearerToken"]["value"] == "${SCIM_BEARER_TOKEN}"
+    # The schema settings come from the azd environment under their app-setting names (docs/deploy-azure.md);
+    # azd substitutes an unset variable with '' (or the default after '='), which @allowed must accept.
+    assert parameters["schemaFile"]["value"] == "${SCIM_SCHEMA_FILE}"
+    assert parameters["unknownAttributes"]["value"] == "${SCIM_UNKNOWN_ATTRIBUTES=reject}"
 
 
 def test_azure_yaml_describes_the_function_service() -> None:
@@ -734,6 +764,23 @@ MUTATIONS = [
         "param scimEntraTenantId string = ''",
         "param scimEntraTenantId string = 'contoso'",
     ),
+    ("app_settings", "app/api.bicep", "    SCIM_SCHEMA_FILE: schemaFile\n", ""),
+    ("app_settings", "app/api.bicep", "    SCIM_UNKNOWN_ATTRIBUTES: unknownAttributes\n", ""),
+    ("app_settings", "app/api.bicep", "SCIM_SCHEMA_FILE: schemaFile", "SCIM_SCHEMA_FILE: 'schema.yaml'"),
+    (
+        "app_settings",
+        "app/api.bicep",
+        "SCIM_UNKNOWN_ATTRIBUTES: unknownAttributes",
+        "SCIM_UNKNOWN_ATTRIBUTES: schemaFile",
+    ),
+    ("app_settings", "main.bicep", "param schemaFile string = ''", "param schemaFile string = 'x.yaml'"),
+    (
+        "app_settings",
+        "main.bicep",
+        "param unknownAttributes string = 'reject'",
+        "param unknownAttributes string = 'ignore'",
+    ),
+    ("app_settings", "main.bicep", "  'reject'\n  'ignore'\n", "  'reject'\n  'ignore'\n  'drop'\n"),
     (
         "app_settings",
         "app/api.bicep",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scim.repository import IndexEntry
 from scim.consistency import check, repair
+from scim.repository import IndexEntry
 from tests.integration.test_groups_entra import create_group, members_of, users
 from tests.integration.test_membership_crash import crashing
 from tests.integration.test_users_entra import assert_error, patch
