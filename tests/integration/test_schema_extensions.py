@@ -6,6 +6,7 @@ the way the runtime loads SCIM_SCHEMA_FILE.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -355,3 +356,23 @@ async def test_app_roles_in_both_shapes_converge(ext):
     assert [r["id"] for r in found["Resources"]] == [user["id"]]
     await ext.patch(path, patch({"op": "remove", "path": "roles", "value": [{"value": as_string}]}))
     assert [r["value"] for r in (await ext.get(path)).json()["roles"]] == ["Reader"]
+
+
+async def test_a_group_sent_as_a_member_is_refused(ext):
+    inner = (await ext.post("/Groups", {"displayName": "Inner"})).json()
+    outer = (await ext.post("/Groups", {"displayName": "Outer"})).json()
+    body = patch({"op": "Add", "path": "members", "value": [{"value": inner["id"], "type": "Group"}]})
+    response = await ext.patch(f"/Groups/{outer['id']}", body)
+    assert_error(response, 400, "invalidValue")
+    assert "nested groups are not supported" in response.json()["detail"]
+    assert "members" not in (await ext.get(f"/Groups/{outer['id']}")).json()
+
+
+async def test_racing_creates_of_one_declared_unique_value_store_one(ext):
+    for round_ in range(10):
+        responses = await asyncio.gather(
+            *(ext.post("/Users", user_with(badge=f"race-{round_}")) for _ in range(2))
+        )
+        assert sorted(r.status for r in responses) == [201, 409], [r.json() for r in responses]
+        found = (await ext.get("/Users", query={"filter": f'{EXT}:badge eq "race-{round_}"'})).json()
+        assert found["totalResults"] == 1
