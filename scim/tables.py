@@ -798,7 +798,10 @@ class TableRepository:
             await self._submit([("create", row)])
         except TableTransactionError as error:
             self._raise_transaction_error(error, [entry.name or entry.index], offset=0)
-        current = await self.get(kind, resource_id)
+        try:
+            current = await self.get(kind, resource_id)
+        except NotFoundError:
+            return  # no such resource: nothing lists the row
         if current.index_rows is not None and row_key not in current.index_rows:
             listed = json.dumps([*current.index_rows, row_key])
             merge = self._row(kind, _RESOURCE + resource_id, ix=listed)

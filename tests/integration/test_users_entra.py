@@ -148,9 +148,12 @@ async def test_duplicate_user_name_in_another_case_is_409_and_writes_nothing(sci
     assert listing["totalResults"] == 2
 
 
-async def test_duplicate_external_id_is_409(scim):
-    await create(scim, externalId="same")
-    assert_error(await scim.post("/Users", entra_user(external_id="same")), 409, "uniqueness")
+async def test_duplicate_external_id_is_stored_unless_declared_unique(scim):
+    """RFC 7643 §3.1 does not make externalId unique; Microsoft's Postman suite sends one for four users."""
+    first = await create(scim, externalId="same")
+    second = await create(scim, externalId="same")
+    found = (await scim.get('/Users?filter=externalId eq "same"')).json()
+    assert sorted(r["id"] for r in found["Resources"]) == sorted([first["id"], second["id"]])
 
 
 # -- PATCH, default client ----------------------------------------------------
