@@ -30,7 +30,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@echo "==> Creating $(VENV) and installing Python packages"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	@touch $(STAMP)
 
 # checkov (the Bicep policy scan of tests/infra) pins its own dependencies: kept in its own venv.

@@ -115,6 +115,7 @@ module api 'app/api.bicep' = {
     planName: 'plan-${resourceToken}'
     identityId: resources.outputs.identityId
     identityClientId: resources.outputs.identityClientId
+    deploymentIdentityId: resources.outputs.deploymentIdentityId
     blobEndpoint: resources.outputs.blobEndpoint
     deploymentContainerName: resources.outputs.deploymentContainerName
     tableEndpoint: resources.outputs.tableEndpoint

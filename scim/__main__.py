@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from scim import changelog
 from scim.admin.cli import add_commands, run
 from scim.config import ConfigurationError, Settings
-from scim.consistency import check, repair
+from scim.consistency import REPAIRED, RESOLVED, check, repair
 from scim.errors import ScimError
 from scim.resources import build_kinds
 from scim.schemafile import SchemaFileError, load_schema_file
@@ -48,8 +48,8 @@ async def _check(settings: Settings, *, fix: bool, as_json: bool) -> int:
         if as_json:
             print(json.dumps({"code": anomaly.code, "detail": anomaly.detail, "outcome": outcome}))
         else:
-            print(f"{anomaly.code:<24} {outcome:<14} {anomaly.detail}")
-    remaining = sum(1 for _, outcome in outcomes if outcome != "repaired")
+            print(f"{anomaly.code:<24} {outcome:<16} {anomaly.detail}")
+    remaining = sum(1 for _, outcome in outcomes if outcome not in (REPAIRED, RESOLVED))
     print(f"{len(anomalies)} anomalies found, {len(anomalies) - remaining} repaired.", file=sys.stderr)
     return 1 if remaining else 0
 

@@ -9,8 +9,10 @@ codes, and is the one place where errors become RFC 7644 §3.12 bodies
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,11 +39,12 @@ from scim.errors import (
     UnsupportedMediaTypeError,
 )
 from scim.groups import GroupService
+from scim.logs import printable
 from scim.membership import Membership
 from scim.repository import Repository, StoredResource
 from scim.resources import ResourceKind, build_kinds
 from scim.schemafile import DeclaredSchemas
-from scim.service import ListResult, Query, ResourceService, matches_if_match, version_of
+from scim.service import ListResult, Query, ResourceService, matches_if_match, off_loop, version_of
 from scim.users import UserService
 
 __all__ = ["Request", "Response", "ScimApi", "error_response"]
@@ -158,13 +161,14 @@ class ScimApi:
         except ScimError as error:
             response, scim_type = error_response(error), error.scim_type
         except Exception:
-            log.exception("Unhandled error in %s %s (request_id=%s)", request.method, route, request_id)
+            method = printable(request.method)  # issue 14 item 8: client text reaching a log line
+            log.exception("Unhandled error in %s %s (request_id=%s)", method, route, request_id)
             response = error_response(InternalError())
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         # Never log headers, bodies or query strings: they carry tokens and personal data.
         fields = {
             "request_id": request_id,
-            "method": request.method,
+            "method": printable(request.method),
             "route": route,
             "status": response.status,
             "scim_type": scim_type,
@@ -174,18 +178,36 @@ class ScimApi:
         level = logging.WARNING if response.status >= 500 else logging.INFO
         # The text carries the id too: under the Functions host only the message reaches the logs.
         message = "%s %s -> %d in %.1f ms (request_id=%s, principal=%s)"
-        arguments = (request.method, route, response.status, elapsed, request_id, principal)
+        arguments = (printable(request.method), route, response.status, elapsed, request_id, principal)
         log.log(level, message, *arguments, extra={"scim": fields})
         return Response(response.status, {**response.headers, "X-Request-Id": request_id}, response.body)
 
     def _base_url(self, request: Request) -> str:
-        """The SCIM base URL for ``meta.location``: configured, else from the request."""
+        """The SCIM base URL for ``meta.location`` and ``Location`` (RFC 7643 §3.1).
+
+        ``SCIM_PUBLIC_BASE_URL`` when set (the only trusted source). Otherwise the
+        request's own URL, whose host comes from the client's ``Host`` header, so
+        it is used only when it is a plain RFC 3986 §3.2.2 ``host[:port]`` (DNS
+        name, IPv4 or bracketed IPv6; no userinfo, path, control characters;
+        at most 255 characters) and the path prefix is made of path-safe
+        characters. Anything else gets the relative base ``/scim/v2`` (a valid
+        URI-reference, RFC 9110 §10.2.2): a hostile ``Host`` is never reflected.
+        """
         if self._settings.public_base_url:
             return self._settings.public_base_url
-        parts = urlsplit(request.url)
-        path = parts.path
-        marker = path.lower().find("/v2")
-        base_path = path[: marker + 3] if marker >= 0 else "/scim/v2"
+        try:
+            parts = urlsplit(request.url)
+        except ValueError:
+            return "/scim/v2"
+        marker = parts.path.lower().find("/v2")
+        base_path = parts.path[: marker + 3] if marker >= 0 else "/scim/v2"
+        if not re.fullmatch(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,63}){0,3}/v2", base_path):
+            base_path = "/scim/v2"
+        label = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        host = rf"{label}(?:\.{label})*\.?|\[[0-9A-Fa-f:.]{{2,45}}\]"
+        netloc_ok = len(parts.netloc) <= 255 and re.fullmatch(rf"(?:{host})(?::[0-9]{{1,5}})?", parts.netloc)
+        if parts.scheme not in ("http", "https") or not netloc_ok:
+            return base_path
         return f"{parts.scheme}://{parts.netloc}{base_path}"
 
     # -- resources ---------------------------------------------------------
@@ -255,7 +277,10 @@ class ScimApi:
 
         The filter is applied to each type; an attribute a type does not have
         makes the filter false for it (§3.4.2.1). Results list users, then
-        groups; index paging only.
+        groups; index paging only. Each type is queried for its share of the
+        page only, so no more rows are read than the page needs plus the scan
+        bound, and only the resources returned are expanded (members, groups)
+        and rendered (``count: 0`` renders nothing).
         """
 
         async def handle(request: Request) -> Response:
@@ -284,13 +309,17 @@ class ScimApi:
         if not queries:
             raise errors[0]
         start, count = queries[0][1].start_index, queries[0][1].count
-        base_url, rendered = self._base_url(request), []
+        base_url, total = self._base_url(request), 0
+        page: list[dict[str, Any]] = []
         for searched, query in queries:
-            everything = Query(query.request, 1, self._settings.max_scan)
-            for stored in (await searched.query(everything)).resources:
-                rendered.append(await self._render(searched, stored, base_url, query.request))
-        page = rendered[start - 1 : start - 1 + count]
-        return _json_response(200, _list_payload(ListResult([], len(rendered), start), page))
+            # This type's share of the page: what the earlier types did not cover.
+            share = dataclasses.replace(query, start_index=max(start - total, 1), count=count - len(page))
+            result = await searched.query(share)
+            total += result.total or 0
+            wanted = _wanted(searched.kind, query.request)
+            for stored in await searched.expand_all(result.resources, wanted):
+                page.append(await self._render(searched, stored, base_url, query.request))
+        return _json_response(200, _list_payload(ListResult([], total, start), page))
 
     def _collection(self, service: ResourceService) -> Handler:
         async def handle(request: Request) -> Response:
@@ -366,8 +395,7 @@ class ScimApi:
         selected = parameters is not None and bool(parameters.attributes or parameters.excluded_attributes)
         if not selected and not service.kind.hidden:
             return document
-        resource = service.kind.model.model_validate(document)
-        return resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters)
+        return await off_loop(_selected, service.kind, document, parameters)
 
     async def _resource_response(
         self,
@@ -426,6 +454,14 @@ class ScimApi:
             raise NotFoundError(f"No SCIM endpoint at {path}.")
 
         return await self._guard(request, "(unknown)", handle)
+
+
+def _selected(
+    kind: ResourceKind, document: dict[str, Any], parameters: ResponseParameters[Any] | None
+) -> dict[str, Any]:
+    """The document with ``attributes``/``excludedAttributes`` applied (§3.9; CPU: off the loop)."""
+    resource = kind.model.model_validate(document)
+    return resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters)
 
 
 def _list_payload(result: ListResult, resources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -510,33 +546,76 @@ def _json_body(request: Request) -> Any:
     if not request.body.strip():
         raise InvalidSyntaxError("The request has no body; send a SCIM JSON document.")
     try:
-        body = json.loads(request.body)
+        body = json.loads(
+            request.body, parse_int=_json_integer, parse_float=_json_decimal, parse_constant=_json_constant
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidSyntaxError(f"The body is not valid JSON: {error}.") from error
     except RecursionError:  # nesting deeper than the parser's stack
-        raise InvalidSyntaxError("The body nests JSON too deeply.") from None
-    if _has_lone_surrogate(body):
-        # "\ud800" is valid JSON but not Unicode text: it could be neither stored nor sent back.
-        raise InvalidSyntaxError("The body contains an unpaired UTF-16 surrogate (\\uD800-\\uDFFF).")
+        raise InvalidSyntaxError(f"The body nests JSON deeper than {MAX_JSON_DEPTH} levels.") from None
+    _check_json_text(body)
     return body
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    """Whether a decoded JSON value holds a string that is not valid Unicode text."""
-    stack = [value]
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of a JSON body: SCIM documents nest about 6 levels (a Bulk operation's data
+with an extension's complex attribute); a bound keeps every later walk of the body shallow."""
+
+_MAX_INTEGER = 2**63 - 1
+"""RFC 7643 §2.3.4 integers are kept within 64 bits: Table Storage's Int64, and what JSON peers
+read exactly (RFC 8259 §6); a longer literal is refused before Python converts it (its int
+max-str-digits limit would otherwise fail a 5,000-digit literal with a ValueError)."""
+
+
+def _json_integer(text: str) -> int:
+    """``parse_int`` of :func:`_json_body`: 400 for an integer outside 64 bits (RFC 7643 §2.3.4)."""
+    if len(text.lstrip("-")) > len(str(_MAX_INTEGER)) or abs(int(text)) > _MAX_INTEGER:
+        raise InvalidValueError(
+            f"The body holds an integer of {len(text.lstrip('-')):,} digits; "
+            f"integers must lie within ±{_MAX_INTEGER:,} (RFC 7643 §2.3.4)."
+        )
+    return int(text)
+
+
+def _json_decimal(text: str) -> float:
+    """``parse_float`` of :func:`_json_body`: 400 for a number too large for a double (RFC 7643 §2.3.3)."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        shown = text if len(text) <= 40 else f"{text[:40]}…"
+        raise InvalidValueError(
+            f"The body holds the number {shown}, beyond the range of a decimal (RFC 7643 §2.3.3)."
+        )
+    return value
+
+
+def _json_constant(text: str) -> Any:
+    """``parse_constant`` of :func:`_json_body`: ``NaN`` and ``Infinity`` are not JSON (RFC 8259 §6)."""
+    raise InvalidSyntaxError(f"The body holds {text}, which is not a JSON number (RFC 8259 §6).")
+
+
+def _check_json_text(value: Any) -> None:
+    """400 for nesting deeper than :data:`MAX_JSON_DEPTH` or a string that is not Unicode text.
+
+    Iterative, so a hostile body cannot exhaust the stack here; every later
+    walk (the Bulk request's ``bulkId`` references, PATCH values, validation)
+    then sees at most :data:`MAX_JSON_DEPTH` levels.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+                # "\ud800" is valid JSON but not Unicode text: it could be neither stored nor sent back.
+                raise InvalidSyntaxError(
+                    "The body contains an unpaired UTF-16 surrogate (\\uD800-\\uDFFF)."
+                ) from None
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidSyntaxError(f"The body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 _QUERY_NAMES = {

@@ -82,7 +82,12 @@ class KeySource(Protocol):
     """Where the signing keys of Entra-issued tokens come from."""
 
     async def key(self, kid: str) -> Any | None:
-        """The public key with this ``kid``, or None when the tenant has none."""
+        """The public key with this ``kid``, or None when the tenant's current key set lacks it.
+
+        Raises:
+            ServiceUnavailableError: The key set cannot be fetched (or is empty):
+                a 503, never a 401, since Entra takes 401 for bad credentials.
+        """
         ...
 
 

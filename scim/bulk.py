@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scim.errors import ConflictError, InvalidSyntaxError, InvalidValueError, PayloadTooLargeError, ScimError
+from scim.limits import shared_work_budget
 
 __all__ = ["BulkLimits", "Dispatch", "SubResponse", "process_bulk"]
 
@@ -73,7 +74,8 @@ async def process_bulk(
     ``failOnErrors`` errors are omitted.
     """
     operations, fail_on_errors = _parse_request(body, raw_size, limits)
-    entries = await _Run(operations, dispatch, fail_on_errors).run()
+    with shared_work_budget():  # the PatchOps of one request share one work budget
+        entries = await _Run(operations, dispatch, fail_on_errors).run()
     return 200, {"schemas": [_BULK_RESPONSE], "Operations": entries}
 
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 __all__ = ["ConfigurationError", "Settings", "token_digest"]
 
@@ -50,6 +51,34 @@ def _https_endpoint(environ: Mapping[str, str], name: str) -> str:
     value = environ.get(name, "").strip().rstrip("/")
     if value and not value.lower().startswith("https://"):
         raise ConfigurationError(f"{name} must be an https:// URL")
+    return value
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _jwks_url(environ: Mapping[str, str], tenant_id: str) -> str:
+    """``SCIM_JWKS_URL``: the keys that decide who is Entra must come over https.
+
+    Plain ``http://`` would let anyone on the path substitute their own signing
+    keys; it is accepted only for a loopback host (a local stand-in in tests).
+    """
+    value = environ.get("SCIM_JWKS_URL", "").strip()
+    if not value:
+        return f"https://login.microsoftonline.com/{tenant_id}/discovery/keys" if tenant_id else ""
+    parts = urlsplit(value)
+    try:
+        host = parts.hostname
+    except ValueError:
+        host = None
+    scheme = parts.scheme.lower()
+    if not host or scheme not in ("https", "http"):
+        raise ConfigurationError(f"SCIM_JWKS_URL must be an https:// URL, got {value[:120]!r}")
+    if scheme == "http" and host.lower() not in _LOOPBACK_HOSTS:
+        raise ConfigurationError(
+            "SCIM_JWKS_URL must be an https:// URL: over plain http:// anyone on the network path "
+            "could substitute the signing keys (http:// is allowed only for 127.0.0.1, localhost, ::1)"
+        )
     return value
 
 
@@ -205,8 +234,7 @@ class Settings:
             jwt_audiences=audiences or cls.jwt_audiences,
             jwt_issuer=environ.get("SCIM_JWT_ISSUER", "").strip()
             or (f"https://sts.windows.net/{tenant_id}/" if tenant_id else ""),
-            jwks_url=environ.get("SCIM_JWKS_URL", "").strip()
-            or (f"https://login.microsoftonline.com/{tenant_id}/discovery/keys" if tenant_id else ""),
+            jwks_url=_jwks_url(environ, tenant_id),
             public_base_url=environ.get("SCIM_PUBLIC_BASE_URL", "").strip().rstrip("/"),
             max_page_size=_int(environ, "SCIM_MAX_PAGE_SIZE", cls.max_page_size),
             max_scan=_int(environ, "SCIM_MAX_SCAN", cls.max_scan),

@@ -90,7 +90,9 @@ class ScimError(Exception):
         }
         if self.scim_type:
             body["scimType"] = self.scim_type
-        body["detail"] = self.detail
+        # A detail may quote client text; an unpaired surrogate in it (an id in a path) is not
+        # Unicode text and could not be sent: it is shown as its escape (issue 14, item 7).
+        body["detail"] = self.detail.encode("utf-8", "backslashreplace").decode("utf-8")
         return body
 
 

@@ -32,6 +32,7 @@ from typing import Protocol
 
 from scim.changes import Change
 from scim.errors import ScimError
+from scim.logs import printable
 from scim.repository import PendingChange, Repository
 
 __all__ = ["KINDS", "Publisher", "Relay", "RelayReport", "message_of", "source_of"]
@@ -147,7 +148,7 @@ class Relay:
                         change = pending.change
                         log.warning(
                             "Relay: %s %s v%d not published (%s); %d change(s) of it wait for the next run",
-                            kind, change.resource_id, change.sequence, error.detail, waiting,
+                            kind, change.resource_id, change.sequence, printable(error.detail), waiting,
                         )  # fmt: skip
                         report.waiting += waiting
                         break

@@ -36,6 +36,7 @@ from scim.errors import (
     InvalidPathError,
     InvalidSyntaxError,
     InvalidValueError,
+    NotFoundError,
     PreconditionFailedError,
 )
 from scim.limits import MAX_INDEXED_CHARS, check_member_count, check_patch_size
@@ -263,6 +264,8 @@ class GroupService(ResourceService):
                 current = None
             if current is None:
                 current = await self.get(resource_id)
+            if current.deleting:
+                raise NotFoundError(f"Group {resource_id} is being deleted.")
             check_precondition(current, if_match)
             add, remove = dict(changes.add), list(changes.remove)
             if changes.clear:
@@ -276,7 +279,9 @@ class GroupService(ResourceService):
                     current,
                     add=add,
                     remove=remove,
-                    conditional=if_match is not None,
+                    # "the members become exactly these" was computed from the members read
+                    # after `current`: it holds only if no member write came in between
+                    conditional=if_match is not None or changes.clear,
                     record=self._recorder(resource_id),
                 )
             except PreconditionFailedError:
@@ -297,9 +302,15 @@ class GroupService(ResourceService):
         return record
 
     async def _before_delete(self, current: StoredResource) -> StoredResource:
-        """Remove every membership first, in the order of ``scim.membership``."""
-        members = await self._membership.prepare_group_deletion(current)
+        """Flag the group *deleting*, then remove every membership, in the order of ``scim.membership``.
+
+        The flag is written conditionally on the ETag the DELETE checked
+        (``If-Match``), so a DELETE that answers 412 has removed nothing, and
+        from then on member writes see the group as gone: the DELETE wins.
+        """
+        flagged = await self._repository.mark_deleting(self.kind.name, current)
+        members = await self._membership.prepare_group_deletion(flagged)
         if members:
             await self._repository.delete_member_edges((current.id, m) for m in members)
             await self._membership.finish_group_deletion(current.id, members)
-        return current
+        return flagged

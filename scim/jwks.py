@@ -30,18 +30,38 @@ MAX_AGE = 6 * 3600.0
 """Seconds after which the cached key set is fetched again."""
 
 
+_UNAVAILABLE = "The tenant's signing keys could not be fetched ({reason}); retry later."
+
+
 class JwksKeys:
-    """A :class:`scim.auth.KeySource` over a JWKS URL."""
+    """A :class:`scim.auth.KeySource` over a JWKS URL.
+
+    Unknown ``kid`` answers (Entra treats 401 as bad credentials and may
+    quarantine the provisioning job, so the distinction matters):
+
+    * ``None`` (→ 401) only when the last fetch succeeded and returned a
+      non-empty key set that does not hold the ``kid``;
+    * :class:`~scim.errors.ServiceUnavailableError` (→ 503 with ``Retry-After``)
+      when the last fetch failed or returned no usable key — also for the
+      :data:`MIN_REFETCH` seconds after such a fetch, while no new fetch is made.
+
+    A key already cached keeps verifying tokens while a refresh fails.
+    """
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self._url = url
         self._timeout = timeout
         self._keys: dict[str, Any] = {}
         self._fetched_at = -MIN_REFETCH * 2
+        self._failure: str | None = "not fetched yet"
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str) -> Any | None:
-        """The key named ``kid``, fetching the key set when it is unknown or stale."""
+        """The key named ``kid``, fetching the key set when it is unknown or stale.
+
+        Raises:
+            ServiceUnavailableError: The key set could not be fetched, or is empty.
+        """
         now = time.monotonic()
         stale = now - self._fetched_at > MAX_AGE
         if kid in self._keys and not stale:
@@ -49,9 +69,14 @@ class JwksKeys:
         async with self._lock:
             if (kid not in self._keys or stale) and time.monotonic() - self._fetched_at >= MIN_REFETCH:
                 await self._fetch()
-        return self._keys.get(kid)
+        if kid in self._keys:
+            return self._keys[kid]
+        if self._failure is not None:
+            raise ServiceUnavailableError(_UNAVAILABLE.format(reason=self._failure))
+        return None
 
     async def _fetch(self) -> None:
+        """Fetch the key set; on failure keep the last good keys and remember why."""
         self._fetched_at = time.monotonic()
         try:
             timeout = aiohttp.ClientTimeout(total=self._timeout)
@@ -60,16 +85,27 @@ class JwksKeys:
                 document = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             log.warning("Could not fetch the tenant's signing keys: %s", type(error).__name__)
-            if not self._keys:
-                raise ServiceUnavailableError(
-                    "The tenant's signing keys cannot be fetched; retry later."
-                ) from error
+            self._failure = f"{type(error).__name__} from the JWKS URL"
             return
-        keys = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
-            try:
-                keys[str(entry["kid"])] = jwt.PyJWK(entry).key
-            except (KeyError, jwt.PyJWTError):
-                continue  # a key type we cannot use: skip it, keep the others
+        keys = _usable_keys(document)
+        if not keys:
+            log.warning("The tenant's JWKS document holds no usable signing key")
+            self._failure = "the JWKS document holds no usable key"
+            return
         self._keys = keys
+        self._failure = None
         log.info("Fetched %d signing key(s) of the tenant", len(keys))
+
+
+def _usable_keys(document: Any) -> dict[str, Any]:
+    """RFC 7517 §5: the ``keys`` of a JWK Set, by ``kid``; entries we cannot use are skipped."""
+    entries = document.get("keys") if isinstance(document, dict) else None
+    keys: dict[str, Any] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+            continue
+        try:
+            keys[entry["kid"]] = jwt.PyJWK(entry).key
+        except (jwt.PyJWTError, ValueError, TypeError):
+            continue  # a key type we cannot use: skip it, keep the others
+    return keys

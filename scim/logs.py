@@ -15,7 +15,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter"]
+__all__ = ["JsonFormatter", "printable"]
+
+_LOG_FIELD_CHARS = 120
+"""Characters of one client-supplied value kept in a log line."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,3 +38,20 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+def printable(value: object, limit: int = _LOG_FIELD_CHARS) -> str:
+    r"""``value`` made safe for one log line: control characters escaped, at most ``limit`` characters.
+
+    Client-supplied text (member ids, paths, attribute names) reaches logs; a raw
+    newline would forge a second log line, and a 200 KB value would make a
+    200 KB line. Escaping uses Python's ``repr`` rules for the unprintable
+    characters only (``\n``, ``\x1b``, ``\u2028``), so ordinary text stays readable;
+    a cut value ends with ``…(+N chars)``.
+    """
+    text = str(value)
+    cut = len(text) - limit
+    if cut > 0:
+        text = text[:limit]
+    escaped = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return f"{escaped}…(+{cut:,} chars)" if cut > 0 else escaped

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from scim2_models import Resource
@@ -26,7 +26,7 @@ from scim2_models.path import CompareOperator, Comparison, FilterNode, LogicalEx
 
 from scim.resources import case_exact_key, case_insensitive_key
 
-__all__ = ["AllOf", "AnyOf", "ColumnTest", "Condition", "columns_of", "pushdown"]
+__all__ = ["AllOf", "AnyOf", "ColumnTest", "Condition", "columns_of", "prefix_upper_bound", "pushdown"]
 
 Op = Literal["eq", "gt", "ge", "lt", "le"]
 
@@ -57,13 +57,72 @@ class AnyOf:
 Condition = ColumnTest | AllOf | AnyOf
 
 
+_STORABLE_TIMES = (datetime(1601, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+"""Table Storage's ``Edm.DateTime`` range: outside it a comparison cannot be sent or answers wrongly."""
+
+
 def _as_datetime(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
+    """A timestamp storage can compare with: aware, within :data:`_STORABLE_TIMES`; else None (not pushed).
+
+    ``meta.created``/``lastModified`` are always within that range, but a filter
+    bound may not be (``"0001-01-01T00:00:00+05:00"`` is not even representable
+    in UTC), and a bound without an offset has no instant: such terms are left
+    to the evaluation in Python.
+    """
+    if not isinstance(value, datetime):
+        try:
+            value = datetime.fromisoformat(str(value))
+        except ValueError:
+            return None
+    if value.tzinfo is None or value.utcoffset() is None:
         return None
+    try:
+        instant = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    low, high = _STORABLE_TIMES
+    return instant if low <= instant <= high else None
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is Unicode text (no lone surrogate), which is all storage can be sent."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _next_char(char: str) -> str | None:
+    """The least character above ``char`` in both code-point and UTF-16 code-unit order, if any.
+
+    Python compares strings by code point, Table Storage (and Azurite) by
+    UTF-16 code unit: the two agree except that astral characters (surrogate
+    pairs, D800-DFFF) sort *below* U+E000-U+FFFF in UTF-16. So U+D7FF is
+    followed by U+E000 (never a lone surrogate, which cannot be sent), and
+    U+FFFF and U+10FFFF have no successor valid in both orders.
+    """
+    code = ord(char)
+    if code == 0xD7FF:
+        return "\ue000"
+    if code in (0xFFFF, 0x10FFFF):
+        return None
+    return chr(code + 1)
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix`` (RFC 7644 §3.4.2.2 ``sw``), if any.
+
+    The last character is replaced by its successor; one without a successor
+    is dropped and the one before it incremented instead. None (only
+    ``U+FFFF``/``U+10FFFF`` characters) means no finite bound: only the lower
+    bound is pushed and the evaluation in Python does the rest.
+    """
+    for end in range(len(prefix), 0, -1):
+        successor = _next_char(prefix[end - 1])
+        if successor is not None:
+            return prefix[: end - 1] + successor
+    return None
 
 
 @dataclass(frozen=True)
@@ -117,13 +176,38 @@ def _comparison(node: Comparison, schema: str) -> Condition | None:
     value = column.normalise(node.value)
     if value is None or (isinstance(value, bool) and node.op != CompareOperator.eq):
         return None
+    if isinstance(value, str) and not _is_text(value):
+        return None  # nothing stored holds a lone surrogate; the evaluation answers
     if node.op == CompareOperator.sw:
         if not isinstance(value, str) or not value:
             return None
-        upper = value[:-1] + chr(ord(value[-1]) + 1)
-        return AllOf((ColumnTest(column.name, "ge", value), ColumnTest(column.name, "lt", upper)))
+        lower = ColumnTest(column.name, "ge", value)
+        upper = prefix_upper_bound(value)
+        return lower if upper is None else AllOf((lower, ColumnTest(column.name, "lt", upper)))
     op: Op = node.op.value  # type: ignore[assignment]
+    if isinstance(value, str) and op != "eq":
+        return _ordered(column.name, op, value)
     return ColumnTest(column.name, op, value)
+
+
+def _ordered(column: str, op: Op, value: str) -> Condition | None:
+    """A string order comparison, weakened where UTF-16 order (storage) and code-point order differ.
+
+    They differ only between astral characters and U+E000-U+FFFF (see
+    :func:`_next_char`): a ``gt``/``ge`` bound is cut before its first
+    U+E000-U+FFFF character, an ``lt``/``le`` bound before its first astral one,
+    so storage never drops a resource the evaluation in Python would match.
+    """
+    if op in ("gt", "ge"):
+        cut = next((i for i, ch in enumerate(value) if 0xE000 <= ord(ch) <= 0xFFFF), None)
+        if cut is None:
+            return ColumnTest(column, op, value)
+        return ColumnTest(column, "ge", value[:cut]) if cut else None
+    cut = next((i for i, ch in enumerate(value) if ord(ch) > 0xFFFF), None)
+    if cut is None:
+        return ColumnTest(column, op, value)
+    upper = prefix_upper_bound(value[:cut])
+    return ColumnTest(column, "lt", upper) if upper is not None else None
 
 
 def pushdown(node: FilterNode, schema: str) -> Condition | None:

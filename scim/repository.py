@@ -11,21 +11,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from scim.changes import Change
     from scim.pushdown import Condition
 
 __all__ = [
+    "EdgeState",
+    "EdgeWrite",
+    "EdgeWrites",
     "IndexEntry",
     "IndexRow",
+    "Intent",
     "MemberEdgeRow",
     "PendingChange",
     "Repository",
     "ReverseEdge",
     "ReverseEdgeRow",
-    "StagedEdges",
     "StoredResource",
 ]
 
@@ -41,6 +44,8 @@ class ReverseEdge:
     group_id: str
     pending: bool = False
     written: datetime | None = None
+    etag: str | None = None
+    """The edge row's ETag when read: a user DELETE removes the edge only if it is still so."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class IndexRow:
     attribute: str
     row_key: str
     resource_id: str
+    etag: str = ""
+    """The row's ETag as read (a repair deletes the row only if it is unchanged)."""
 
 
 @dataclass(frozen=True)
@@ -107,16 +114,59 @@ class MemberEdgeRow:
     user_id: str
 
 
-@dataclass
-class StagedEdges:
-    """What became of a batch of reverse-edge writes."""
+@dataclass(frozen=True)
+class Intent:
+    """The mark an in-flight membership operation leaves on a reverse edge (``scim.membership``).
 
-    missing: set[str] = field(default_factory=set)
-    """Users that do not exist (their edge was not written)."""
-    contested: set[str] = field(default_factory=set)
-    """Users whose edge changed or went since it was staged (so it was not settled)."""
+    Each operation names its own intent (a random token), so concurrent
+    operations on one edge never overwrite each other's marks: an ``add``
+    intent keeps the edge while its member edge may still be written, a
+    ``remove`` intent keeps it pending while its member edge may still be deleted.
+    """
+
+    kind: Literal["add", "remove"]
+    written: datetime
+
+
+@dataclass(frozen=True)
+class EdgeState:
+    """A reverse edge as read for a conditional rewrite."""
+
+    user_id: str
+    etag: str
+    pending: bool
+    intents: Mapping[str, Intent] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EdgeWrite:
+    """A conditional write of one reverse edge (user partition).
+
+    ``etag`` None: the edge must not exist (insert); otherwise it must still be
+    at ``etag``. ``delete`` removes it; else it becomes ``pending`` with exactly
+    ``intents``. ``touch_user`` also MERGEs the user row in the same
+    transaction: it fails when the user does not exist, and it changes the
+    user's ETag, so a concurrent DELETE of the user retries and sees the edge.
+    """
+
+    user_id: str
+    etag: str | None
+    pending: bool = True
+    intents: Mapping[str, Intent] = field(default_factory=dict)
+    delete: bool = False
+    touch_user: bool = False
+
+
+@dataclass
+class EdgeWrites:
+    """What became of a set of :class:`EdgeWrite`."""
+
     etags: dict[str, str] = field(default_factory=dict)
-    """The ETag of each edge written."""
+    """The new ETag of each edge written (not of those deleted)."""
+    conflicts: set[str] = field(default_factory=set)
+    """Users whose edge was not as expected (changed, gone, or already there): re-read and retry."""
+    missing_users: set[str] = field(default_factory=set)
+    """Users that do not exist (``touch_user`` failed): nothing was written for them."""
 
 
 @dataclass(frozen=True)
@@ -224,22 +274,21 @@ class Repository(Protocol):
         """How many resources of ``kind`` exist (reads keys only)."""
         ...
 
-    async def stage_reverse_edges(
-        self,
-        group_id: str,
-        user_ids: Sequence[str],
-        *,
-        pending: bool,
-        etags: Mapping[str, str] | None = None,
-    ) -> StagedEdges:
-        """Write the users' reverse edges to ``group_id`` pending, or settle them.
-
-        Settling is conditional on ``etags`` (the edges this writer staged) when given.
-        """
+    async def read_reverse_edges(self, group_id: str, user_ids: Sequence[str]) -> dict[str, EdgeState]:
+        """The users' reverse edges to ``group_id`` that exist, by user id (1 query per 14 users)."""
         ...
 
-    async def mark_reverse_edges_pending(self, group_id: str, user_ids: Sequence[str]) -> set[str]:
-        """Flag the users' reverse edges to ``group_id`` pending; return the users that had none."""
+    async def write_reverse_edges(self, group_id: str, writes: Sequence[EdgeWrite]) -> EdgeWrites:
+        """Apply conditional reverse-edge writes; a failed condition never fails the others."""
+        ...
+
+    async def mark_reverse_edges_pending(
+        self, group_id: str, user_ids: Sequence[str], token: str, intent: Intent
+    ) -> set[str]:
+        """Add ``intent`` to the users' reverse edges and flag them pending; return the users without one.
+
+        A blind MERGE, no read: the other intents on the edges stay.
+        """
         ...
 
     async def delete_reverse_edges(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -305,6 +354,16 @@ class Repository(Protocol):
         """The RowKeys of the index rows a stored resource should have, for its ``entries``."""
         ...
 
+    def legacy_index_row_keys(self, stored: StoredResource, entries: Sequence[IndexEntry]) -> dict[str, str]:
+        """Legacy hashed RowKey → today's RowKey, for each of the resource's long indexed values."""
+        ...
+
+    async def rewrite_legacy_index_row(
+        self, kind: str, resource_id: str, legacy_key: str, entries: Sequence[IndexEntry]
+    ) -> None:
+        """Move a long value's index row from its legacy hashed key to today's (consistency repair)."""
+        ...
+
     async def delete_index_row(self, kind: str, row_key: str) -> None:
         """Delete an index row (consistency repair)."""
         ...
@@ -314,6 +373,31 @@ class Repository(Protocol):
 
         Raises:
             UniquenessError: Another resource holds the key.
+        """
+        ...
+
+    async def index_row(self, kind: str, row_key: str) -> IndexRow | None:
+        """One point read of an index row, with its ETag; None when it does not exist (consistency repair)."""
+        ...
+
+    async def delete_index_row_if_unchanged(self, kind: str, row: IndexRow) -> None:
+        """Delete an index row only if it is still at ``row.etag`` (consistency repair).
+
+        Raises:
+            PreconditionFailedError: The row changed since it was read.
+            NotFoundError: The row is gone.
+        """
+        ...
+
+    async def restore_index_row(self, kind: str, current: StoredResource, entry: IndexEntry) -> None:
+        """Create a resource's missing index row and list it in ``ix`` (consistency repair).
+
+        One transaction, conditional on the resource still being at ``current.etag``.
+
+        Raises:
+            PreconditionFailedError: The resource changed since ``current`` was read.
+            NotFoundError: The resource is gone.
+            UniquenessError: The row exists (another resource holds the key).
         """
         ...
 

@@ -6,6 +6,14 @@ schema validation, PATCH semantics (via scim2-models, after ``scim.entra``),
 that lost an ETag race. Transport-neutral: it sees dicts and strings, never
 HTTP objects.
 
+Work is bounded before it starts (DESIGN §11): multi-valued attributes and
+the work of a PatchOp are checked up front (``scim.limits``), scans count
+every row they read (reverse edges and expanded members included) against
+``max_scan``, and the CPU-heavy steps — validating a body, applying a PatchOp,
+evaluating a filter or a sort over many rows — run in a small thread pool
+(:func:`off_loop`), so one large request never stalls the event loop that
+serves the others.
+
 Storage round trips per operation (asserted in the integration tests):
 create 1; get 1; filter on ``id`` 1, on ``userName``/``externalId`` 2;
 patch/replace 2 (read + one conditional transaction; 1 when nothing changes);
@@ -16,14 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import dataclasses
+import functools
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from scim2_models import Context, Meta, PatchOp, Resource, SCIMException, SearchRequest
@@ -40,7 +51,15 @@ from scim.errors import (
     TooManyError,
     from_library_error,
 )
-from scim.limits import check_filter, check_indexed_values, check_patch_size
+from scim.limits import (
+    CPU_WORKERS,
+    check_filter,
+    check_indexed_values,
+    check_multi_valued,
+    check_patch_size,
+    check_patch_values,
+    check_patch_work,
+)
 from scim.membership import is_resource_id
 from scim.pushdown import columns_of, pushdown
 from scim.repository import Repository, StoredResource
@@ -57,8 +76,18 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "matches_if_match",
+    "off_loop",
     "version_of",
 ]
+
+_T = TypeVar("_T")
+
+_EVALUATION_BATCH = 100
+"""Rows a cursor page evaluates its filter on at a time (off the loop): a page stops within one batch."""
+
+_EXPANSION_BATCH = 7
+"""Candidates whose kept-outside attributes a filter expands at a time before the rows read are
+counted (a user's reverse edges are read 7 users per query)."""
 
 WRITE_ATTEMPTS = 8
 """Attempts of a read-modify-write that loses ETag races before answering 409."""
@@ -67,6 +96,22 @@ WRITE_ATTEMPTS = 8
 async def back_off(attempt: int) -> None:
     """Full-jitter exponential back-off between ETag-race retries (≤ 0.4 s)."""
     await asyncio.sleep(random.uniform(0, min(0.4, 0.01 * 2**attempt)))  # noqa: S311 - not crypto
+
+
+_CPU_POOL = ThreadPoolExecutor(max_workers=CPU_WORKERS, thread_name_prefix="scim-cpu")
+"""One pool per process; its threads start on first use, so importing stays cheap."""
+
+
+async def off_loop(function: Callable[..., _T], *arguments: Any) -> _T:
+    """Run CPU-heavy ``function(*arguments)`` in the service's thread pool (DESIGN §11).
+
+    The event loop keeps serving other requests meanwhile (the pool is not the
+    loop's default executor, which DNS look-ups of the storage client use). The
+    caller's context variables (the actor, scim2-models' policy) go along.
+    """
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, function, *arguments)
+    return await asyncio.get_running_loop().run_in_executor(_CPU_POOL, call)
 
 
 def version_of(stored: StoredResource) -> str:
@@ -169,6 +214,8 @@ class ResourceService:
         self._max_scan = max_scan
         self._clock = clock
         self._known_schemas = self._schemas_of(kind.model)
+        self._edges = ("members",) if kind.name == "Group" else ()
+        """Attributes kept as edges, bounded by ``MAX_MEMBERS_PER_PATCH`` instead of ``MAX_MULTI_VALUES``."""
         self._complex_values = tuple(
             f"{extension.urn}:{attribute.name}"
             for extension in kind.declared
@@ -198,6 +245,7 @@ class ResourceService:
         if not isinstance(body, dict):
             raise InvalidSyntaxError(f"The body must be a JSON object describing a {self.kind.name}.")
         body = entra.normalize_resource(body, self._known_schemas)
+        check_multi_valued(body, exempt=self._edges)
         try:
             resource = self.kind.model.model_validate(body, scim_ctx=context, scim_policy=ENTRA_POLICY)
         except (ValidationError, SCIMException) as error:
@@ -238,11 +286,11 @@ class ResourceService:
             InvalidValueError / InvalidSyntaxError: The body is not a valid resource.
             UniquenessError: A unique attribute value is taken (409).
         """
-        resource, ignored = self._validate(body, Context.RESOURCE_CREATION_REQUEST)
+        resource, ignored = await off_loop(self._validate, body, Context.RESOURCE_CREATION_REQUEST)
         now = self._clock()
         resource.id = str(uuid.uuid4())
         resource.meta = Meta(resource_type=self.kind.name, created=now, last_modified=now)
-        document = self._document(resource)
+        document = await off_loop(self._document, resource)
         index = self.kind.index_entries(document)
         change = Change.of(
             self.kind.name, resource.id, "create", 1, timestamp(now), after=document, ignored=ignored
@@ -299,15 +347,21 @@ class ResourceService:
     async def query(self, query: Query) -> ListResult:
         """RFC 7644 §3.4.2: filter, sort, then page by ``startIndex``/``count`` or by cursor.
 
+        Reads no more rows than the page needs plus ``max_scan`` (reverse edges
+        and members read to evaluate a filter count as rows).
+
         Raises:
-            TooManyError: A filter no index answers, or a sort, would examine too many resources.
+            TooManyError: A filter no index answers, a sort, or a ``startIndex``
+                deep into an unfiltered list would examine too many rows.
         """
         request = query.request
         if query.cursor is not None and request.sort_by is None and not self._indexed(request):
             return await self._keyset_page(query, query.cursor)
         if request.filter is None and request.sort_by is None:
             return await self._list_all(query)
-        matches = self._sorted(request, await self._matches(request))
+        matches = await self._matches(request)
+        if request.sort_by is not None:
+            matches = await off_loop(self._sorted, request, matches)
         if query.cursor is not None:
             offset = int(query.cursor.get("o", 0))
             end = offset + query.count
@@ -319,17 +373,68 @@ class ResourceService:
     def _indexed(self, request: SearchRequest[Any]) -> bool:
         return request.filter is not None and _index_term(request.filter.ast, self.kind) is not None
 
+    def _too_many(self) -> TooManyError:
+        return TooManyError(
+            f"The query needs more than {self._max_scan:,} {self.kind.name} rows examined "
+            "(SCIM_MAX_SCAN); filter with 'eq' on id or a unique attribute, or page with a cursor (RFC 9865)."
+        )
+
     async def _matches(self, request: SearchRequest[Any]) -> list[StoredResource]:
         """Every resource the filter matches (all of them without a filter), bounded."""
-        candidates = await self._candidates(request.filter.ast if request.filter is not None else None)
+        candidates, examined = await self._candidates(request.filter.ast if request.filter else None)
         if request.filter is None:
             return candidates
+        verdicts = await self._verdicts(request, candidates, self._max_scan - examined)
+        if len(verdicts) < len(candidates):
+            raise self._too_many()
+        return [stored for stored, (matched, _) in zip(candidates, verdicts, strict=True) if matched]
+
+    async def _verdicts(
+        self, request: SearchRequest[Any], candidates: list[StoredResource], allowance: int
+    ) -> list[tuple[bool, int]]:
+        """Whether each candidate matches the filter, and the rows read to decide it.
+
+        Attributes kept outside the row (``groups``, ``members``) are read only
+        when the filter names them, a few candidates at a time, and only while
+        the rows read stay within ``allowance``: the verdicts then cover only
+        the candidates expanded so far (a shorter list). The evaluation itself
+        runs off the event loop.
+        """
+        if request.filter is None:
+            return [(True, 0)] * len(candidates)
+        costs: list[int] = []
         if self._filter_needs_expansion(str(request.filter)):
-            candidates = [await self.expand(c, lambda _: True) for c in candidates]
-        return [c for c in candidates if request.filter.match(self._load(c))]
+            expanded: list[StoredResource] = []
+            for start in range(0, len(candidates), _EXPANSION_BATCH):
+                if allowance < 0:
+                    break
+                chunk = candidates[start : start + _EXPANSION_BATCH]
+                done = await self.expand_all(chunk, lambda _: True)
+                chunk_costs = [self._expansion_rows(b, a) for b, a in zip(chunk, done, strict=True)]
+                allowance -= sum(chunk_costs)
+                costs += chunk_costs
+                expanded += done
+            candidates = expanded
+        else:
+            costs = [0] * len(candidates)
+        matched = await off_loop(self._matching, request, candidates)
+        return list(zip(matched, costs, strict=True))
+
+    def _matching(self, request: SearchRequest[Any], candidates: list[StoredResource]) -> list[bool]:
+        """Evaluate the filter on each candidate (CPU: off the loop)."""
+        found = request.filter
+        return [found is None or bool(found.match(self._load(stored))) for stored in candidates]
+
+    def _expansion_rows(self, before: StoredResource, after: StoredResource) -> int:
+        """Rows :meth:`expand` read for ``before``: the values it added (members)."""
+        return sum(
+            len(value)
+            for name, value in after.document.items()
+            if name not in before.document and isinstance(value, list)
+        )
 
     def _sorted(self, request: SearchRequest[Any], matches: list[StoredResource]) -> list[StoredResource]:
-        """RFC 7644 §3.4.2.3 ``sortBy``/``sortOrder``, with scim2-models' ordering rules."""
+        """RFC 7644 §3.4.2.3 ``sortBy``/``sortOrder``, by scim2-models' ordering rules (CPU: off the loop)."""
         if request.sort_by is None:
             return matches
         by_id = {stored.id: stored for stored in matches}
@@ -339,43 +444,67 @@ class ResourceService:
     async def _keyset_page(self, query: Query, state: dict[str, Any]) -> ListResult:
         """RFC 9865 cursor page resuming after the last id returned.
 
-        Examines at most ``max_scan`` resources per request: a sparse filter
+        Examines at most ``max_scan`` rows per request (a resource's reverse
+        edges, and what the filter needed expanded, included): a sparse filter
         returns a short page (possibly empty) with a cursor to continue, never
-        ``tooMany``. ``totalResults`` is omitted, as counting would cost a full scan.
+        ``tooMany``. ``totalResults`` is omitted, as counting would cost a full
+        scan. ``nextCursor`` is given only when another resource follows.
         """
         request, examined, more = query.request, 0, False
         page: list[StoredResource] = []
         last: str | None = None
         where = pushdown(request.filter.ast, str(self.kind.model.__schema__)) if request.filter else None
-        async for stored in self._repository.scan(self.kind.name, after=state.get("a"), where=where):
-            if len(page) == query.count or examined == self._max_scan:
-                more = True
+        rows = self._repository.scan(self.kind.name, after=state.get("a"), where=where)
+        async for batch in _batches(rows, _EVALUATION_BATCH):
+            if len(page) == query.count or examined >= self._max_scan:
+                more = True  # the page ended with the previous batch, and another row follows
                 break
-            examined, last = examined + 1, stored.id
-            if request.filter is None or await self._matches_one(request, stored):
-                page.append(stored)
+            verdicts = await self._verdicts(request, batch, self._max_scan - examined)
+            for stored, (matched, cost) in zip(batch, verdicts, strict=False):
+                if len(page) == query.count or examined >= self._max_scan:
+                    more = True
+                    break
+                examined, last = examined + 1 + len(stored.edges) + cost, stored.id
+                if matched:
+                    page.append(stored)
+            if more or len(verdicts) < len(batch):
+                more = True  # stopped inside the batch: the next row exists
+                break
         return ListResult(page, None, next_cursor=encode_cursor({"a": last}) if more and last else None)
 
-    async def _matches_one(self, request: SearchRequest[Any], stored: StoredResource) -> bool:
-        if request.filter is None:
-            return True
-        if self._filter_needs_expansion(str(request.filter)):
-            stored = await self.expand(stored, lambda _: True)
-        return bool(request.filter.match(self._load(stored)))
-
     async def _list_all(self, query: Query) -> ListResult:
+        """Index paging without a filter: count (keys only), then skip to ``startIndex``.
+
+        Skipping reads rows (a resource and its reverse edges), so a
+        ``startIndex`` that would skip more than ``max_scan`` rows is refused:
+        deep pages are for cursors (RFC 9865).
+
+        Raises:
+            TooManyError: ``startIndex`` is deeper than the scan bound.
+        """
         total = await self._repository.count(self.kind.name)
         page: list[StoredResource] = []
         if query.count and query.start_index <= total:
-            skip = query.start_index - 1
+            skip, skipped = query.start_index - 1, 0
+            if skip > self._max_scan:
+                raise self._too_deep(query.start_index)
             async for stored in self._repository.scan(self.kind.name):
                 if skip:
-                    skip -= 1
+                    skip, skipped = skip - 1, skipped + 1 + len(stored.edges)
+                    if skipped > self._max_scan:
+                        raise self._too_deep(query.start_index)
                     continue
                 page.append(stored)
                 if len(page) == query.count:
                     break
         return ListResult(page, total, query.start_index)
+
+    def _too_deep(self, start_index: int) -> TooManyError:
+        return TooManyError(
+            f"startIndex {start_index:,} needs more than {self._max_scan:,} {self.kind.name} rows "
+            "skipped (SCIM_MAX_SCAN); page with a cursor (RFC 9865: cursor= then nextCursor) or "
+            "narrow the list with a filter."
+        )
 
     async def expand_all(
         self, stored: list[StoredResource], wanted: Callable[[str], bool]
@@ -387,38 +516,44 @@ class ResourceService:
         """Whether a filter names an attribute that :meth:`expand` provides."""
         return False
 
-    async def _candidates(self, node: FilterNode | None) -> list[StoredResource]:
-        """The resources a filter can match: by index when an ``eq`` allows it, else a bounded scan."""
+    async def _candidates(self, node: FilterNode | None) -> tuple[list[StoredResource], int]:
+        """The resources a filter can match, and the rows read for them.
+
+        By index when an ``eq`` allows it, else a scan bounded by ``max_scan``
+        rows (a resource's reverse edges, read with it, count).
+
+        Raises:
+            TooManyError: More than ``max_scan`` rows.
+        """
         lookup = _index_term(node, self.kind) if node is not None else None
         if lookup is not None:
             attribute, value = lookup
             if attribute is None:
                 try:
-                    return [await self.get(value)]
+                    return [await self.get(value)], 1
                 except NotFoundError:
-                    return []
+                    return [], 0
             found = await self._repository.lookup(self.kind.name, attribute.index, attribute.key(value))
             if len(found) > self._max_scan:
                 raise TooManyError(
                     f"More than {self._max_scan:,} {self.kind.name} resources share the value."
                 )
-            return found
+            return found, sum(1 + len(stored.edges) for stored in found)
         scanned: list[StoredResource] = []
+        examined = 0
         where = pushdown(node, str(self.kind.model.__schema__)) if node is not None else None
         async for stored in self._repository.scan(self.kind.name, where=where):
             scanned.append(stored)
-            if len(scanned) > self._max_scan:
-                raise TooManyError(
-                    f"The query needs more than {self._max_scan:,} {self.kind.name} resources examined; "
-                    "filter with 'eq' on id or a unique attribute, or page with a cursor (RFC 9865)."
-                )
-        return scanned
+            examined += 1 + len(stored.edges)
+            if examined > self._max_scan:
+                raise self._too_many()
+        return scanned, examined
 
     async def replace(self, resource_id: str, body: Any, *, if_match: str | None = None) -> StoredResource:
         """RFC 7644 §3.5.1: replace every writable attribute, keep ``id`` and ``created``."""
-        resource, ignored = self._validate(body, Context.RESOURCE_REPLACEMENT_REQUEST)
+        resource, ignored = await off_loop(self._validate, body, Context.RESOURCE_REPLACEMENT_REQUEST)
 
-        def rewrite(_: Resource[Any]) -> Resource[Any]:
+        def rewrite(_: Resource[Any], __: dict[str, Any]) -> Resource[Any]:
             return resource.model_copy(deep=True)
 
         return await self._write(resource_id, rewrite, "replace", if_match=if_match, ignored=ignored)
@@ -433,18 +568,10 @@ class ResourceService:
         if not isinstance(body, dict):
             raise InvalidSyntaxError("The body must be a PatchOp JSON object.")
         check_patch_size(body)
-        body = entra.normalize_patch(body)
-        check_password(patch=body)
-        in_paths, in_values = patch_unknown_names(self.kind.model, body)
-        ignored = settle(self._unknown, self.kind.name, in_values, in_paths)
-        try:
-            patch = self._patch_op.model_validate(
-                body, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY
-            )
-        except (ValidationError, SCIMException) as error:
-            raise from_library_error(error) from error
+        body, patch, ignored = await off_loop(self._parse_patch, body)
 
-        def apply(resource: Resource[Any]) -> Resource[Any] | None:
+        def apply(resource: Resource[Any], current: dict[str, Any]) -> Resource[Any] | None:
+            check_patch_work(body, current, self._known_schemas)  # before anything is applied
             try:
                 changed = patch.patch(resource, scim_policy=ENTRA_POLICY)
             except (ValidationError, SCIMException) as error:
@@ -455,10 +582,30 @@ class ResourceService:
 
         return await self._write(resource_id, apply, "patch", if_match=if_match, ignored=ignored)
 
+    def _parse_patch(self, body: dict[str, Any]) -> tuple[dict[str, Any], PatchOp[Any], tuple[str, ...]]:
+        """The normalised body, the validated PatchOp and the undeclared names ignored (CPU: off the loop).
+
+        Raises:
+            InvalidValueError: An operation carries more than ``MAX_MULTI_VALUES`` values
+                (checked before the values are validated), or is not valid.
+        """
+        body = entra.normalize_patch(body)
+        check_patch_values(body, exempt=self._edges)
+        check_password(patch=body)
+        in_paths, in_values = patch_unknown_names(self.kind.model, body)
+        ignored = settle(self._unknown, self.kind.name, in_values, in_paths)
+        try:
+            patch = self._patch_op.model_validate(
+                body, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY
+            )
+        except (ValidationError, SCIMException) as error:
+            raise from_library_error(error) from error
+        return body, patch, ignored
+
     async def _write(
         self,
         resource_id: str,
-        change: Callable[[Resource[Any]], Resource[Any] | None],
+        change: Callable[[Resource[Any], dict[str, Any]], Resource[Any] | None],
         operation: str,
         *,
         if_match: str | None,
@@ -473,20 +620,11 @@ class ResourceService:
                 await back_off(attempt)
             current = await self.get(resource_id)
             check_precondition(current, if_match)
-            before = self._load(current)
-            after = change(before.model_copy(deep=True))
-            if after is None:
-                return current  # nothing changed: no write, version unchanged
             now = self._clock()
-            after.id = current.id
-            after.meta = Meta(
-                resource_type=self.kind.name,
-                created=before.meta.created if before.meta else now,
-                last_modified=now,
-            )
-            document = self._document(after)
-            if _same(document, current.document):
-                return current  # nothing changed (same values): no write, version unchanged
+            changed = await off_loop(self._changed, current, change, now)
+            if changed is None:
+                return current  # nothing changed: no write, version unchanged
+            after, document = changed
             version = current.version + 1
             record = Change.of(
                 self.kind.name,
@@ -517,6 +655,34 @@ class ResourceService:
             f"The {self.kind.name} was changed by concurrent requests {WRITE_ATTEMPTS} times; retry."
         )
 
+    def _changed(
+        self,
+        current: StoredResource,
+        change: Callable[[Resource[Any], dict[str, Any]], Resource[Any] | None],
+        now: datetime,
+    ) -> tuple[Resource[Any], dict[str, Any]] | None:
+        """The changed resource and its stored form, or None if nothing changes (CPU: off the loop).
+
+        Raises:
+            InvalidValueError: The result holds more than ``MAX_MULTI_VALUES``
+                values in one attribute (and whatever ``change`` raises).
+        """
+        before = self._load(current)
+        after = change(before.model_copy(deep=True), current.document)
+        if after is None:
+            return None
+        after.id = current.id
+        after.meta = Meta(
+            resource_type=self.kind.name,
+            created=before.meta.created if before.meta else now,
+            last_modified=now,
+        )
+        document = self._document(after)
+        if _same(document, current.document):
+            return None  # same values: no write, version unchanged
+        check_multi_valued(document, exempt=self._edges)
+        return after, document
+
     async def delete(self, resource_id: str, *, if_match: str | None = None) -> None:
         """RFC 7644 §3.6: delete the resource, its index rows and its edges.
 
@@ -546,6 +712,18 @@ class ResourceService:
     async def _before_delete(self, current: StoredResource) -> StoredResource:
         """Undo what lives outside the resource's partition; return the state to delete."""
         return current
+
+
+async def _batches(rows: AsyncIterator[StoredResource], size: int) -> AsyncIterator[list[StoredResource]]:
+    """``rows`` in lists of ``size`` (the last one shorter)."""
+    batch: list[StoredResource] = []
+    async for stored in rows:
+        batch.append(stored)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def check_precondition(current: StoredResource, if_match: str | None) -> None:

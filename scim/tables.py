@@ -7,7 +7,8 @@ Layout (one table; DESIGN §5, azure-notes §5.8)::
 
     PartitionKey     RowKey                   t   content
     <tenant>|User    res:<uid>                r   SCIM JSON in d0..dN (≤ 32,000 chars each)
-    <tenant>|User    res:<uid>|g:<gid>        e   reverse edge: the user is in group <gid>; p = pending
+    <tenant>|User    res:<uid>|g:<gid>        e   reverse edge: the user is in group <gid>; p = pending;
+                                                  xa<token>/xr<token> = intents of in-flight operations
     <tenant>|User    idx:<attribute>:<key>    i   {"id": <uid>} — unique index row
     <tenant>|User    idx:<attribute>:<key>|<uid>  i   {"id": <uid>} — index row of a non-unique attribute
     <tenant>|Group   res:<gid>                r   SCIM JSON (without members)
@@ -79,16 +80,20 @@ from scim.errors import (
 )
 from scim.pushdown import AllOf, ColumnTest, Condition
 from scim.repository import (
+    EdgeState,
+    EdgeWrite,
+    EdgeWrites,
     IndexEntry,
     IndexRow,
+    Intent,
     InventoryRow,
     MemberEdgeRow,
     PendingChange,
     ReverseEdge,
     ReverseEdgeRow,
-    StagedEdges,
     StoredResource,
 )
+from scim.resources import case_exact_key, case_insensitive_key
 
 __all__ = ["TableRepository", "connect", "connect_with_identity", "open_repository", "row_key_component"]
 
@@ -98,10 +103,11 @@ MemberRecord = Callable[[int, tuple[str, ...], tuple[str, ...], str], Change]
 """Builds the change record of a member batch from (version, added ids, removed ids, time)."""
 
 CHUNK_CHARS = 32_000
-"""Characters per document property: a string property holds 64 KiB of UTF-16."""
+"""UTF-16 code units per document property: a string property holds 64 KiB of UTF-16 (32,768 units,
+azure-notes §5.1), so an astral character (a surrogate pair) counts twice."""
 
 MAX_CHUNKS = 15
-"""Document properties per row: 15 × 32,000 UTF-16 chars stays under the 1 MiB entity limit."""
+"""Document properties per row: 15 × 32,000 UTF-16 units (960,000 B) stays under the 1 MiB entity limit."""
 
 _RESOURCE = "res:"
 _RESOURCE_END = "res;"  # the character after ':' bounds the RowKey range of resource rows
@@ -124,6 +130,10 @@ LEGACY_INDEXES = frozenset({"userName", "externalId", "displayName"})
 """Attributes whose unique index rows a resource row without ``ix`` has (written before ``ix``)."""
 _MAX_KEY_COMPONENT = 200
 """Bytes of escaped key text kept readable; longer keys are hashed (Cosmos DB caps RowKey at 255 B)."""
+HASHED_KEY = "%~sha256:"
+"""Marks a hashed key: escaping never yields ``%`` followed by a non-hex character (no squatting)."""
+LEGACY_HASHED_KEY = "sha256:"
+"""How earlier releases marked a hashed key: a short client value could equal it (issue 14, item 4)."""
 
 # Retries fit for an HTTP function Entra waits on (azure-notes §5.6): give up in
 # seconds and let Entra retry the operation, rather than hang for minutes.
@@ -193,19 +203,30 @@ def connect_with_identity(
     )
 
 
-def row_key_component(text: str) -> str:
-    r"""Escape ``text`` for use inside a RowKey.
-
-    Table keys forbid ``/ \\ # ?`` and control characters; ``%`` is escaped so
-    the mapping stays injective. Keys longer than 200 bytes are replaced by
-    their SHA-256, keeping every RowKey within Cosmos DB for Table's 255 bytes.
-    """
-    escaped = "".join(
+def _escaped(text: str) -> str:
+    return "".join(
         f"%{ord(ch):02X}" if ch in "%/\\#?" or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F else ch
         for ch in text
     )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def row_key_component(text: str) -> str:
+    r"""Escape ``text`` for use inside a RowKey: an injective mapping, whatever the client sends.
+
+    Table keys forbid ``/ \\ # ?`` and control characters (azure-notes §5.1),
+    so these and ``%`` become ``%XX`` (two upper-case hex digits). Keys longer
+    than 200 bytes are replaced by :data:`HASHED_KEY` + their SHA-256, keeping
+    every RowKey within Cosmos DB for Table's 255 bytes: after escaping, a
+    ``%`` is always followed by a hex digit, so no client value can produce a
+    key starting ``%~`` and squat a long value's row.
+    """
+    escaped = _escaped(text)
     if len(escaped.encode("utf-8")) > _MAX_KEY_COMPONENT:
-        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return HASHED_KEY + _digest(text)
     return escaped
 
 
@@ -213,6 +234,18 @@ def _index_row_key(attribute: str, key: str, resource_id: str | None = None) -> 
     """``idx:<attribute>:<key>``, and ``|<id>`` for a non-unique attribute (several rows per value)."""
     suffix = f"|{resource_id}" if resource_id is not None else ""
     return f"idx:{attribute}:{row_key_component(key)}{suffix}"
+
+
+def _legacy_index_row_key(attribute: str, key: str, resource_id: str | None = None) -> str | None:
+    """The key earlier releases gave a long value's index row (``sha256:<hex>``), or None if not hashed.
+
+    A short value can equal that literal text, so a row in this form is
+    trusted only once its resource is known to hold the long value.
+    """
+    if len(_escaped(key).encode("utf-8")) <= _MAX_KEY_COMPONENT:
+        return None
+    suffix = f"|{resource_id}" if resource_id is not None else ""
+    return f"idx:{attribute}:{LEGACY_HASHED_KEY}{_digest(key)}{suffix}"
 
 
 def _entry_key(entry: IndexEntry, resource_id: str) -> str:
@@ -227,12 +260,50 @@ def _previous_rows(current: StoredResource, entries: Sequence[IndexEntry]) -> li
     """The index rows the resource's last write made: its ``ix``, or the legacy unique rows."""
     if current.index_rows is not None:
         return list(current.index_rows)
-    return [_index_row_key(e.index, e.key) for e in entries if e.index in LEGACY_INDEXES]
+    # Written before ``ix`` existed, hence also before the ``%~`` marker: long values in the legacy form.
+    return [
+        _legacy_index_row_key(e.index, e.key) or _index_row_key(e.index, e.key)
+        for e in entries
+        if e.index in LEGACY_INDEXES
+    ]
+
+
+def _utf16_units(text: str) -> int:
+    """Length of ``text`` as Table Storage measures strings: UTF-16 code units (azure-notes §5.1)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _holds(document: Mapping[str, Any], entry: IndexEntry) -> bool:
+    """Whether a document's value of ``entry``'s attribute has ``entry``'s comparison key.
+
+    ``entry.name`` is ``userName`` or ``urn:…:attribute`` (an extension's);
+    names match case-insensitively (RFC 7643 §2.1). Both comparison forms are
+    tried (RFC 7643 §2.2 ``caseExact``): either equals the key only if the value is
+    the one the key was made from, up to case.
+    """
+    holder: Any = document
+    urn, _, attribute = entry.name.rpartition(":")
+    if urn:
+        holder = next((v for k, v in document.items() if k.lower() == urn.lower()), None)
+    if not isinstance(holder, Mapping):
+        return False
+    value = next((v for k, v in holder.items() if k.lower() == attribute.lower()), None)
+    return isinstance(value, str) and entry.key in (case_exact_key(value), case_insensitive_key(value))
 
 
 def _chunked(text: str, prefix: str) -> dict[str, str]:
-    chunks = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
-    return {f"{prefix}{i}": chunk for i, chunk in enumerate(chunks)}
+    """``text`` cut into properties of at most :data:`CHUNK_CHARS` UTF-16 units, never inside a character."""
+    chunks: list[str] = []
+    start = 0
+    while start < len(text):
+        chunk = text[start : start + CHUNK_CHARS]
+        excess = _utf16_units(chunk) - CHUNK_CHARS
+        while excess > 0:  # a character is 1 or 2 units: dropping ⌈excess/2⌉ never empties the chunk
+            chunk = chunk[: len(chunk) - (excess + 1) // 2]
+            excess = _utf16_units(chunk) - CHUNK_CHARS
+        chunks.append(chunk)
+        start += len(chunk)
+    return {f"{prefix}{i}": chunk for i, chunk in enumerate(chunks or [""])}
 
 
 def _unchunked(entity: Mapping[str, Any], prefix: str) -> str:
@@ -247,12 +318,13 @@ def _unchunked(entity: Mapping[str, Any], prefix: str) -> str:
 
 def _split(document: dict[str, Any]) -> dict[str, str]:
     text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    if len(text) > CHUNK_CHARS * MAX_CHUNKS:
+    chunks = _chunked(text, "d")
+    if len(chunks) > MAX_CHUNKS:
         raise PayloadTooLargeError(
-            f"The resource is too large to store ({len(text):,} characters of JSON; "
-            f"the limit is {CHUNK_CHARS * MAX_CHUNKS:,})."
+            f"The resource is too large to store ({_utf16_units(text):,} UTF-16 code units of JSON; "
+            f"the limit is about {CHUNK_CHARS * MAX_CHUNKS:,})."
         )
-    return _chunked(text, "d")
+    return chunks
 
 
 def _join(entity: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,9 +335,10 @@ def _join(entity: Mapping[str, Any]) -> dict[str, Any]:
 def _record(change: Change) -> dict[str, str]:
     """The properties of a change's row; without the resource when it would not fit beside it."""
     text = change.to_json()
-    if len(text) > CHUNK_CHARS * RECORD_CHUNKS:
-        text = change.without_resource().to_json()
-    return _chunked(text, "c")
+    chunks = _chunked(text, "c")
+    if len(chunks) > RECORD_CHUNKS:
+        chunks = _chunked(change.without_resource().to_json(), "c")
+    return chunks
 
 
 def _outbox_key(change: Change) -> str:
@@ -504,7 +577,41 @@ class TableRepository:
         for row_key, entry in rows.items():
             operations.append(("create", self._row(kind, row_key, t="i", id=resource_id)))
             names.append(entry.name if entry.unique else None)
+        await self._refuse_legacy_holders(kind, list(rows.values()), resource_id)
         return await self._commit(kind, operations, names, change)
+
+    async def _refuse_legacy_holders(
+        self, kind: str, entries: Sequence[IndexEntry], resource_id: str
+    ) -> None:
+        """409 when another resource holds a long unique value under its legacy ``sha256:`` row.
+
+        Such rows predate the ``%~`` marker and collide with nothing written
+        today, so they are read here (one point read per long unique value, none
+        for the usual short ones) until ``check --repair`` has rewritten them.
+        The holder must really hold the value: a short value equal to the
+        legacy key's text (a squatter) holds nothing. A legacy row never
+        appears again, so this check races with nothing that could create one.
+        """
+        for entry in entries:
+            legacy = _legacy_index_row_key(entry.index, entry.key) if entry.unique else None
+            if legacy is None:
+                continue
+            try:
+                row = await self._client.get_entity(self._partition(kind), legacy, select=["id"])
+            except ResourceNotFoundError:
+                continue
+            except Exception as error:  # noqa: BLE001 - translated below
+                _translate(error)
+            holder_id = str(row.get("id", ""))
+            if holder_id == resource_id:
+                continue
+            try:
+                holder = await self.get(kind, holder_id)
+            except NotFoundError:
+                continue
+            if _holds(holder.document, entry):
+                name = entry.name or entry.index
+                raise UniquenessError(f"{name} is already used by another resource; {name} must be unique.")
 
     async def get(self, kind: str, resource_id: str) -> StoredResource:
         """The resource row and its reverse edges, in one range query."""
@@ -528,18 +635,34 @@ class TableRepository:
     async def lookup(self, kind: str, attribute: str, key: str) -> list[StoredResource]:
         """The index rows of a value (one range query, both forms), then each resource row.
 
-        Two reads for a value one resource holds.
+        Two reads for a value one resource holds. A long value's rows are read
+        in both hashed forms, today's and the legacy ``sha256:`` one (rows
+        ``check --repair`` has not rewritten yet); a resource found through a
+        legacy row may hold a short value equal to that text, so the caller
+        must evaluate the value on what it gets (``ResourceService._matches``
+        re-evaluates the whole filter on every candidate).
         """
-        unique_key = _index_row_key(attribute, key)
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return []  # a lone surrogate: no stored value holds one (bodies refuse them), nor can it be sent
+        keys = [_index_row_key(attribute, key)]
+        legacy = _legacy_index_row_key(attribute, key)
+        if legacy is not None:
+            keys.append(legacy)
+        parameters: dict[str, Any] = {"pk": self._partition(kind)}
+        ranges = []
+        for i, row_key in enumerate(keys):
+            parameters[f"lo{i}"], parameters[f"hi{i}"] = row_key, row_key + "|~"
+            ranges.append(f"( RowKey ge @lo{i} and RowKey le @hi{i} )")
         rows = self._query(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
-            {"pk": self._partition(kind), "lo": unique_key, "hi": unique_key + "|~"},
-            select=["RowKey", "id"],
+            "PartitionKey eq @pk and ( " + " or ".join(ranges) + " )", parameters, select=["RowKey", "id"]
         )
         ids: list[str] = []
         async for row in rows:
             resource_id = str(row.get("id", ""))
-            if row["RowKey"] in (unique_key, f"{unique_key}|{resource_id}") and resource_id not in ids:
+            owned = {k for row_key in keys for k in (row_key, f"{row_key}|{resource_id}")}
+            if row["RowKey"] in owned and resource_id not in ids:
                 ids.append(resource_id)
         found = []
         for resource_id in ids:
@@ -576,10 +699,13 @@ class TableRepository:
             if row_key not in new_rows:
                 operations.append(("delete", self._row(kind, row_key)))
                 names.append(None)
+        added = []
         for row_key, entry in new_rows.items():
             if row_key not in old_rows:
                 operations.append(("create", self._row(kind, row_key, t="i", id=current.id)))
                 names.append(entry.name if entry.unique else None)
+                added.append(entry)
+        await self._refuse_legacy_holders(kind, added, current.id)
         return await self._commit(kind, operations, names, change)
 
     async def mark_deleting(self, kind: str, current: StoredResource) -> StoredResource:
@@ -611,8 +737,11 @@ class TableRepository:
             *(("delete", self._row(kind, row_key)) for row_key in _previous_rows(current, index)),
             *([("create", self._outbox_row(kind, change))] if change is not None else []),
         ]
+        # An edge that changed since it was read (an add settled it, say) fails the delete: the
+        # service re-reads and removes the member edge that add may have written (scim.membership).
         edges = [
-            ("delete", self._row(kind, self._reverse_key(current.id, e.group_id))) for e in current.edges
+            ("delete", self._row(kind, self._reverse_key(current.id, e.group_id)), _if_read(e.etag))
+            for e in current.edges
         ]
         split = max(len(edges) - (BATCH - len(last)), 0)
         for chunk in _chunks(edges[:split], BATCH):
@@ -775,7 +904,8 @@ class TableRepository:
                 yield _stored(row_key[len(_RESOURCE) :], entity)
             elif row_key.startswith("idx:"):
                 attribute = row_key[len("idx:") :].partition(":")[0]
-                yield IndexRow(kind, attribute, row_key, str(entity.get("id", "")))
+                etag = str(entity.metadata["etag"])
+                yield IndexRow(kind, attribute, row_key, str(entity.get("id", "")), etag)
             elif row_key.startswith(_MEMBER):
                 group_id, _, user_id = row_key[len(_MEMBER) :].partition(":")
                 yield MemberEdgeRow(group_id, user_id)
@@ -785,6 +915,57 @@ class TableRepository:
         if stored.index_rows is None:
             return {_index_row_key(e.index, e.key): e for e in entries if e.index in LEGACY_INDEXES}
         return _index_rows(entries, stored.id)
+
+    def legacy_index_row_keys(self, stored: StoredResource, entries: Sequence[IndexEntry]) -> dict[str, str]:
+        """Legacy ``sha256:`` row key → today's key, for each of the resource's long values (issue 14)."""
+        legacy: dict[str, str] = {}
+        for row_key, entry in self.index_row_keys(stored, entries).items():
+            resource_id = None if entry.unique else stored.id
+            old = _legacy_index_row_key(entry.index, entry.key, resource_id)
+            if old is not None:
+                legacy[old] = row_key
+        return legacy
+
+    async def rewrite_legacy_index_row(
+        self, kind: str, resource_id: str, legacy_key: str, entries: Sequence[IndexEntry]
+    ) -> None:
+        """Move a long value's index row from the legacy ``sha256:`` key to today's, atomically.
+
+        Acts only on what it re-reads: the legacy row must still name the
+        resource and the resource must still list it in ``ix`` (or, written
+        before ``ix``, hold the value in ``entries``); the move — create the new
+        row, delete the old one (If-Match its ETag), list the new key in ``ix``
+        (If-Match the resource's ETag) — is one transaction.
+
+        Raises:
+            NotFoundError: The row or the resource is gone, or no longer matches.
+            PreconditionFailedError: The resource or the row changed meanwhile.
+            UniquenessError: Another resource holds today's key.
+        """
+        current = await self.get(kind, resource_id)
+        moves = self.legacy_index_row_keys(current, entries)
+        listed = _previous_rows(current, entries)
+        if legacy_key not in moves or legacy_key not in listed:
+            raise NotFoundError(f"{kind} {resource_id} no longer holds the value of {legacy_key}.")
+        try:
+            row = await self._client.get_entity(self._partition(kind), legacy_key)
+        except ResourceNotFoundError:
+            raise NotFoundError(f"{legacy_key} is gone.") from None
+        except Exception as error:  # noqa: BLE001 - translated below
+            _translate(error)
+        if str(row.get("id", "")) != resource_id:
+            raise NotFoundError(f"{legacy_key} no longer names {kind} {resource_id}.")
+        index_rows = [moves[k] if k == legacy_key else k for k in listed]
+        merge = self._row(kind, _RESOURCE + resource_id, ix=json.dumps(index_rows))
+        operations: list[tuple[Any, ...]] = [
+            ("update", merge, {**_if_match(current.etag), "mode": UpdateMode.MERGE}),
+            ("create", self._row(kind, moves[legacy_key], t="i", id=resource_id)),
+            ("delete", self._row(kind, legacy_key), _if_unchanged(str(row.metadata["etag"]))),
+        ]
+        try:
+            await self._submit(operations)
+        except TableTransactionError as error:
+            self._raise_transaction_error(error, [None, "the value"], offset=0)
 
     async def delete_index_row(self, kind: str, row_key: str) -> None:
         """Delete one index row (absent is fine)."""
@@ -810,58 +991,125 @@ class TableRepository:
             except TableTransactionError:
                 pass  # the resource changed meanwhile: its write listed its own rows
 
+    async def index_row(self, kind: str, row_key: str) -> IndexRow | None:
+        """One point read of an index row, with its ETag (None: absent)."""
+        try:
+            entity = await self._client.get_entity(self._partition(kind), row_key)
+        except ResourceNotFoundError:
+            return None
+        except Exception as error:  # noqa: BLE001 - translated below
+            _translate(error)
+        attribute = row_key[len("idx:") :].partition(":")[0]
+        return IndexRow(kind, attribute, row_key, str(entity.get("id", "")), str(entity.metadata["etag"]))
+
+    async def delete_index_row_if_unchanged(self, kind: str, row: IndexRow) -> None:
+        """Delete an index row, If-Match the ETag it was read with (a rewrite since fails with 412)."""
+        try:
+            await self._submit([("delete", self._row(kind, row.row_key), _if_unchanged(row.etag))])
+        except TableTransactionError as error:
+            self._raise_transaction_error(error, [], offset=0)
+
+    async def restore_index_row(self, kind: str, current: StoredResource, entry: IndexEntry) -> None:
+        """Create a missing index row and list it in ``ix``, If-Match the resource's ETag: one transaction.
+
+        A resource written before ``ix`` existed keeps no list (its legacy rows
+        are implied); its row is still MERGEd (``t`` unchanged) so that the
+        transaction fails if the resource changed since ``current`` was read.
+        The resource's version is untouched: a repair is not a change.
+        """
+        row_key = _entry_key(entry, current.id)
+        listed = current.index_rows
+        ix = {} if listed is None or row_key in listed else {"ix": json.dumps([*listed, row_key])}
+        merge = self._row(kind, _RESOURCE + current.id, t="r", **ix)
+        operations: list[tuple[Any, ...]] = [
+            ("update", merge, {**_if_match(current.etag), "mode": UpdateMode.MERGE}),
+            ("create", self._row(kind, row_key, t="i", id=current.id)),
+        ]
+        try:
+            await self._submit(operations)
+        except TableTransactionError as error:
+            self._raise_transaction_error(error, [entry.name or entry.index], offset=1)
+
     # -- membership edges (ordered by scim.membership) ------------------------
 
     def _reverse_key(self, user_id: str, group_id: str) -> str:
         return f"{_RESOURCE}{user_id}{_EDGE}{group_id}"
 
-    async def stage_reverse_edges(
-        self,
-        group_id: str,
-        user_ids: Sequence[str],
-        *,
-        pending: bool,
-        etags: Mapping[str, str] | None = None,
-    ) -> StagedEdges:
-        """Write or settle reverse edges (user partition), touching each user row.
+    async def read_reverse_edges(self, group_id: str, user_ids: Sequence[str]) -> dict[str, EdgeState]:
+        """The users' reverse edges to ``group_id`` that exist: one query per 14 users.
 
-        Each user contributes two operations: a MERGE of its row (which fails
-        when the user does not exist, and changes its ETag so that a concurrent
-        DELETE of the user retries and sees the edge) and the edge itself —
-        upserted *pending*, or settled (``pending=False``) only if it is still
-        the edge this writer staged (``etags``), so an edge another writer has
-        marked or deleted meanwhile is never settled behind its back.
+        Table Storage allows 15 comparisons per filter: one for the partition,
+        fourteen row keys.
         """
-        staged = StagedEdges()
-        for chunk in _chunks(user_ids, BATCH // 2):
-            operations: list[tuple[Any, ...]] = []
-            for user_id in chunk:
-                # `g` marks users that may have reverse edges (see `scan` with `where`).
-                touch = self._row(_USER, _RESOURCE + user_id, g=True)
-                operations.append(("update", touch, _MUST_EXIST_MERGE))
-                edge = self._row(_USER, self._reverse_key(user_id, group_id), t="e", p=pending)
-                if pending:
-                    operations.append(("upsert", edge, {"mode": UpdateMode.REPLACE}))
-                else:
-                    etag = (etags or {}).get(user_id)
-                    condition = (
-                        {**_if_unchanged(etag), "mode": UpdateMode.MERGE} if etag else _MUST_EXIST_MERGE
-                    )
-                    operations.append(("update", edge, condition))
-            results, dropped = await self._submit_dropping_missing(operations, group=2, drop=(404, 412))
-            failed = {chunk[index // 2]: index % 2 for index in dropped}
-            staged.missing.update(u for u, which in failed.items() if which == 0)
-            staged.contested.update(u for u, which in failed.items() if which == 1)
-            kept = [u for u in chunk if u not in failed]
-            staged.etags.update({u: str(results[2 * i + 1]["etag"]) for i, u in enumerate(kept)})
-        return staged
+        found: dict[str, EdgeState] = {}
+        for chunk in _chunks(user_ids, 14):
+            names = [f"r{i}" for i in range(len(chunk))]
+            query = "PartitionKey eq @pk and ( " + " or ".join(f"RowKey eq @{n}" for n in names) + " )"
+            parameters: dict[str, Any] = {"pk": self._partition(_USER)}
+            parameters.update({n: self._reverse_key(u, group_id) for n, u in zip(names, chunk, strict=True)})
+            async for entity in self._query(query, parameters):
+                user_id = str(entity["RowKey"])[len(_RESOURCE) :].partition(_EDGE)[0]
+                etag = str(entity.metadata["etag"])
+                found[user_id] = EdgeState(user_id, etag, bool(entity.get("p")), _intents(entity))
+        return found
 
-    async def mark_reverse_edges_pending(self, group_id: str, user_ids: Sequence[str]) -> set[str]:
-        """Flag existing reverse edges as pending; return the users that had none."""
+    async def write_reverse_edges(self, group_id: str, writes: Sequence[EdgeWrite]) -> EdgeWrites:
+        """Apply conditional reverse-edge writes, 100 operations per transaction.
+
+        A write whose condition fails (412, 404, or 409 for an insert of an
+        edge that exists) is dropped from its transaction and reported in
+        ``conflicts``; one whose user row is gone, in ``missing_users``.
+        """
+        outcome = EdgeWrites()
+        for touching in (True, False):
+            chosen = [w for w in writes if w.touch_user is touching]
+            width = 2 if touching else 1
+            for chunk in _chunks(chosen, BATCH // width):
+                operations: list[tuple[Any, ...]] = []
+                for write in chunk:
+                    if touching:  # `g` marks users that may have reverse edges (see `scan` with `where`).
+                        touch = self._row(_USER, _RESOURCE + write.user_id, g=True)
+                        operations.append(("update", touch, _MUST_EXIST_MERGE))
+                    operations.append(self._edge_operation(group_id, write))
+                results, dropped = await self._submit_dropping_missing(
+                    operations, group=width, drop=(404, 409, 412)
+                )
+                failed = {index // width: index % width for index in dropped}
+                for position, which in failed.items():
+                    missing = touching and which == 0
+                    (outcome.missing_users if missing else outcome.conflicts).add(chunk[position].user_id)
+                kept = [w for position, w in enumerate(chunk) if position not in failed]
+                for position, write in enumerate(kept):
+                    if not write.delete:
+                        outcome.etags[write.user_id] = str(results[width * position + width - 1]["etag"])
+        return outcome
+
+    def _edge_operation(self, group_id: str, write: EdgeWrite) -> tuple[Any, ...]:
+        key = self._reverse_key(write.user_id, group_id)
+        if write.delete:
+            return ("delete", self._row(_USER, key), _if_unchanged(write.etag or "*"))
+        marks = {_intent_property(token, intent): intent.written for token, intent in write.intents.items()}
+        row = self._row(_USER, key, t="e", p=write.pending, **marks)
+        if write.etag is None:
+            return ("create", row)
+        return ("update", row, {**_if_unchanged(write.etag), "mode": UpdateMode.REPLACE})
+
+    async def mark_reverse_edges_pending(
+        self, group_id: str, user_ids: Sequence[str], token: str, intent: Intent
+    ) -> set[str]:
+        """Add ``intent`` to existing reverse edges and flag them pending; return the users without one.
+
+        A MERGE with ``If-Match: *``, so the other intents on an edge stay.
+        """
         missing: set[str] = set()
+        mark = {_intent_property(token, intent): intent.written}
         for chunk in _chunks(user_ids, BATCH):
             operations = [
-                ("update", self._row(_USER, self._reverse_key(u, group_id), p=True), _MUST_EXIST_MERGE)
+                (
+                    "update",
+                    self._row(_USER, self._reverse_key(u, group_id), p=True, **mark),
+                    _MUST_EXIST_MERGE,
+                )
                 for u in chunk
             ]
             _, dropped = await self._submit_dropping_missing(operations)
@@ -935,15 +1183,21 @@ class TableRepository:
         return replace(group, etag=etag, version=version)
 
     async def _version(self, kind: str, resource_id: str) -> tuple[str, int]:
-        """The ETag and version of a resource row: one point read."""
+        """The ETag and version of a resource row: one point read.
+
+        Raises:
+            NotFoundError: The row is gone, or flagged *deleting* (its DELETE is under way and wins).
+        """
         try:
             entity = await self._client.get_entity(
-                self._partition(kind), _RESOURCE + resource_id, select=["v"]
+                self._partition(kind), _RESOURCE + resource_id, select=["v", "deleting"]
             )
         except ResourceNotFoundError:
             raise NotFoundError(f"{kind} {resource_id} not found.") from None
         except Exception as error:  # noqa: BLE001 - translated below
             _translate(error)
+        if entity.get("deleting"):
+            raise NotFoundError(f"{kind} {resource_id} is being deleted.")
         return str(entity.metadata["etag"]), int(entity.get("v") or 0)
 
     def _member_row(self, group_id: str, user_id: str, display: str | None) -> dict[str, Any]:
@@ -995,6 +1249,11 @@ _MUST_EXIST_MERGE: dict[str, Any] = {
 """A MERGE with ``If-Match: *``: fails with 404 when the row does not exist."""
 
 
+def _if_read(etag: str | None) -> dict[str, Any]:
+    """Options of a delete conditional on the ETag a row was read with (any, when not known)."""
+    return _if_unchanged(etag) if etag else {"match_condition": MatchConditions.Unconditionally}
+
+
 def _if_unchanged(etag: str) -> dict[str, Any]:
     """Options of a delete conditional on ``etag``."""
     return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
@@ -1029,10 +1288,27 @@ def _stored(resource_id: str, entity: Any) -> StoredResource:
     )
 
 
+def _intent_property(token: str, intent: Intent) -> str:
+    """``xa<token>`` / ``xr<token>``: one property per in-flight operation, so marks never overwrite."""
+    return f"x{intent.kind[0]}{token}"
+
+
+def _intents(entity: Mapping[str, Any]) -> dict[str, Intent]:
+    """The intents marked on a reverse-edge row (see :func:`_intent_property`)."""
+    intents: dict[str, Intent] = {}
+    for name, value in entity.items():
+        if name[:2] in ("xa", "xr") and isinstance(value, datetime):
+            intents[name[2:]] = Intent("add" if name[1] == "a" else "remove", value)
+    return intents
+
+
 def _reverse_edge(group_id: str, entity: Any) -> ReverseEdge:
     written = entity.metadata.get("timestamp")
     return ReverseEdge(
-        group_id, pending=bool(entity.get("p")), written=written if isinstance(written, datetime) else None
+        group_id,
+        pending=bool(entity.get("p")) or any(i.kind == "remove" for i in _intents(entity).values()),
+        written=written if isinstance(written, datetime) else None,
+        etag=str(entity.metadata["etag"]) if "etag" in entity.metadata else None,
     )
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from scim2_models import Path, Resource
 
 from scim.errors import InvalidPathError, InvalidValueError
+from scim.logs import printable
 
 __all__ = ["IGNORE", "REJECT", "check_password", "patch_unknown_names", "resource_unknown_names", "settle"]
 
@@ -142,7 +143,8 @@ def settle(mode: str, kind: str, in_values: list[str], in_paths: list[str] | Non
     if mode == IGNORE or not (in_values or in_paths):
         ignored = tuple(sorted({*in_values, *in_paths}))
         if ignored:  # names only: values may be personal data
-            log.warning("Ignored %d undeclared %s attributes: %s", len(ignored), kind, ", ".join(ignored))
+            shown = ", ".join(printable(name) for name in ignored[:10]) + (", …" if len(ignored) > 10 else "")
+            log.warning("Ignored %d undeclared %s attributes: %s", len(ignored), kind, shown)
         return ignored
     names = ", ".join(repr(name) for name in [*in_paths, *in_values][:5])
     more = len(in_paths) + len(in_values) - 5

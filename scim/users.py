@@ -65,6 +65,10 @@ class UserService(ResourceService):
     def _filter_needs_expansion(self, text: str) -> bool:
         return "groups" in text.lower()
 
+    def _expansion_rows(self, before: StoredResource, after: StoredResource) -> int:
+        """Reverse-edge rows read to expand ``before`` (none if they came with its row, already counted)."""
+        return 0 if before.edges_known else len(after.edges)
+
     async def _before_delete(self, current: StoredResource) -> StoredResource:
         """Leave every group first (DESIGN §5: deleting a user costs O(its groups)).
 

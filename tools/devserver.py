@@ -27,8 +27,15 @@ Honest limits:
 - query parameters with repeated keys keep the last value;
 - a percent-encoded ``/`` (``%2F``) in the path is decoded before matching (ASP.NET keeps it).
 
-Only the method, the path without the query string, the status and the duration are logged, to the
-``tools.devserver`` logger: never headers or query strings, which may carry secrets.
+Only the method, the path without the query string (control characters escaped and cut at 120
+characters by :func:`scim.logs.printable`, so a path cannot forge or flood log lines), the status
+and the duration are logged, to the ``tools.devserver`` logger: never headers or query strings,
+which may carry secrets.
+
+Slow clients (slowloris) are cut off: the request line and headers must arrive within
+:data:`HEADER_TIMEOUT_S` (else 408 and the connection is closed), every socket read waits at most
+:data:`READ_TIMEOUT_S`, and the body must arrive within :data:`BODY_TIMEOUT_S` (else 408). A body
+whose ``Content-Length`` exceeds the limit is refused before any of it is read.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
@@ -54,8 +62,11 @@ from azure.functions.decorators.http import HttpTrigger
 from azure.functions.decorators.timer import TimerTrigger
 from azure.functions.timer import TimerRequest
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from scim.logs import printable
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -82,6 +93,15 @@ DEFAULT_MAX_BODY_BYTES = 104_857_600
 
 BODY_SIZE_LIMIT_SETTING = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"
 """The app setting the host reads its body limit from, in bytes."""
+
+HEADER_TIMEOUT_S = 10.0
+"""Seconds a client has to send the request line and all headers (slowloris guard)."""
+
+READ_TIMEOUT_S = 30.0
+"""Seconds one socket read may wait (an idle connection is closed after this)."""
+
+BODY_TIMEOUT_S = 60.0
+"""Seconds a client has to send the whole body (408 after that)."""
 
 _T = TypeVar("_T")
 _READ_CHUNK = 65_536
@@ -349,9 +369,11 @@ class HostEmulator:
             the same app raises ``ValueError``, so pass ``functions=`` instead when the list was
             already computed (and then no ``app``).
         route_prefix: host.json's ``extensions.http.routePrefix`` (see :func:`read_route_prefix`).
-        max_body_bytes: Request bodies longer than this get an empty 413; ``None`` means no
+        max_body_bytes: Request bodies longer than this get a 413 (refused from the
+            ``Content-Length`` alone, before any of the body is read); ``None`` means no
             limit (:func:`serve` then applies the host's ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``).
         functions: The result of an earlier ``app.get_functions()``.
+        too_large: The response for a body over the limit (default: the host's empty 413).
 
     A path that matches a template but not its methods, and no other route, gets an empty 404,
     which is what the real host answers too as far as we know [I]. Call :meth:`close` (or use
@@ -369,6 +391,7 @@ class HostEmulator:
         route_prefix: str,
         max_body_bytes: int | None = None,
         functions: Iterable[Function] | None = None,
+        too_large: func.HttpResponse | None = None,
     ) -> None:
         if app is not None and functions is None:
             functions = app.get_functions()
@@ -392,6 +415,7 @@ class HostEmulator:
         )
         self.route_prefix = route_prefix
         self.max_body_bytes = max_body_bytes
+        self.too_large = too_large
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._loop_lock = threading.Lock()
@@ -475,7 +499,8 @@ class HostEmulator:
         request = Request(environ)
         response = self._dispatch(request)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms)
+        method, path = printable(request.method, 16), printable(request.path)
+        logger.info("%s %s %d %.1fms", method, path, response.status_code, elapsed_ms)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
@@ -483,9 +508,10 @@ class HostEmulator:
         if found is None:
             return _empty(404)
         route, route_params = found
-        body = self._read_body(request)
-        if body is None:
-            return _empty(413)
+        try:
+            body = self._read_body(request)
+        except _BodyRefusedError as refused:
+            return refused.response
         http_request = func.HttpRequest(
             request.method,
             _request_url(request),
@@ -506,19 +532,32 @@ class HostEmulator:
             return self.run_coroutine(result)
         return result
 
-    def _read_body(self, request: Request) -> bytes | None:
-        """Read the whole body, or return ``None`` when it exceeds the limit."""
+    def _read_body(self, request: Request) -> bytes:
+        """Read the whole body.
+
+        Raises:
+            _BodyRefusedError: 413 when ``Content-Length`` (checked before reading) or the
+                bytes read exceed the limit; 408 when the client stalls or misses the body
+                deadline (the server's handler then cuts the read side: a short read).
+        """
         limit = self.max_body_bytes
         if limit is not None and (request.content_length or 0) > limit:
-            return None
+            raise _BodyRefusedError(self._too_large_response())
         chunks: list[bytes] = []
         size = 0
-        while chunk := request.stream.read(_READ_CHUNK):
-            size += len(chunk)
-            if limit is not None and size > limit:
-                return None
-            chunks.append(chunk)
+        try:
+            while chunk := request.stream.read(_READ_CHUNK):
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise _BodyRefusedError(self._too_large_response())
+                chunks.append(chunk)
+        except (TimeoutError, ClientDisconnected):
+            raise _BodyRefusedError(_closing(_empty(408))) from None
         return b"".join(chunks)
+
+    def _too_large_response(self) -> Response:
+        response = _to_wsgi_response(self.too_large) if self.too_large is not None else _empty(413)
+        return _closing(response)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._loop_lock:
@@ -530,6 +569,20 @@ class HostEmulator:
                 thread.start()
                 self._loop, self._loop_thread = loop, thread
             return self._loop
+
+
+class _BodyRefusedError(Exception):
+    """The body was not read: too large, or too slow; carries the response to send."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _closing(response: Response) -> Response:
+    """``response`` with ``Connection: close``: the rest of the body is not read for the next request."""
+    response.headers["Connection"] = "close"
+    return response
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -585,10 +638,68 @@ def _to_wsgi_response(result: object) -> Response:
 
 
 class _RequestHandler(WSGIRequestHandler):
-    """werkzeug's handler without its access log, which would print query strings."""
+    """werkzeug's handler without its access log (it would print query strings), with timeouts.
+
+    ``timeout`` bounds each socket read; :attr:`header_timeout` bounds the request line and
+    headers together, and :attr:`body_timeout` the body, so a client trickling one byte at a
+    time (slowloris) is cut off: a timer shuts the socket's read side (the response can still
+    be written); headers cut short get a 408 here, a body cut short a 408 from the emulator.
+    """
+
+    timeout = READ_TIMEOUT_S
+    header_timeout = HEADER_TIMEOUT_S
+    body_timeout = BODY_TIMEOUT_S
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Log nothing: :class:`HostEmulator` logs each request without the query string."""
+
+    def handle_one_request(self) -> None:
+        """Read one request with the header deadline armed until the headers are complete."""
+        self._headers_lock = threading.Lock()
+        self._headers_done = False
+        self._headers_late = False
+        self._timers = [self._start_timer(self.header_timeout, self._cut_off_headers)]
+        try:
+            super().handle_one_request()
+        finally:
+            for timer in self._timers:
+                timer.cancel()
+
+    def parse_request(self) -> bool:
+        """Parse the headers; refuse with 408 if the deadline cut them off."""
+        parsed = super().parse_request()
+        with self._headers_lock:
+            self._headers_done = True
+            late = self._headers_late
+        if late:
+            self.close_connection = True
+            self.send_error(408, "Request header timeout")
+            return False
+        self._timers.append(self._start_timer(self.body_timeout, self._cut_off_reads))
+        return parsed
+
+    @staticmethod
+    def _start_timer(seconds: float, action: Callable[[], None]) -> threading.Timer:
+        timer = threading.Timer(seconds, action)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _cut_off_headers(self) -> None:
+        with self._headers_lock:
+            if self._headers_done:
+                return
+            self._headers_late = True
+        self._cut_off_reads()
+
+    def _cut_off_reads(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RD)  # wakes the blocked read with end-of-file
+
+
+def _handler(header_timeout: float, read_timeout: float, body_timeout: float) -> type[_RequestHandler]:
+    attributes = {"header_timeout": header_timeout, "timeout": read_timeout, "body_timeout": body_timeout}
+    return type("_TimedRequestHandler", (_RequestHandler,), attributes)
 
 
 def _base_url(host: str, port: int) -> str:
@@ -596,13 +707,22 @@ def _base_url(host: str, port: int) -> str:
 
 
 @contextlib.contextmanager
-def serve_in_thread(emulator: HostEmulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve_in_thread(
+    emulator: HostEmulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    header_timeout: float = HEADER_TIMEOUT_S,
+    read_timeout: float = READ_TIMEOUT_S,
+    body_timeout: float = BODY_TIMEOUT_S,
+) -> Iterator[str]:
     """Serve ``emulator`` from a daemon thread and yield its base URL, ``http://HOST:PORT``.
 
     ``port=0`` picks a free port. The server is shut down on exit; the emulator is not closed
     (its owner closes it).
     """
-    server = make_server(host, port, emulator, threaded=True, request_handler=_RequestHandler)
+    handler = _handler(header_timeout, read_timeout, body_timeout)
+    server = make_server(host, port, emulator, threaded=True, request_handler=handler)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="devserver", daemon=True
     )

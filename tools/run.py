@@ -24,13 +24,48 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from azure.functions.decorators.function_app import Function
+
     from tools.azurite import Azurite
+    from tools.devserver import HostEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_FILE = ROOT / ".scim-dev-token"
 AZURITE_DATA = ROOT / ".azurite"
 
 log = logging.getLogger("tools.run")
+
+BODY_FRAMING_MARGIN = 64 * 1024
+"""Bytes the dev server accepts above ``SCIM_MAX_BODY_BYTES`` before refusing a body unread.
+
+Bodies up to the limit plus this margin reach the app, whose own check gives the
+exact 413 message; anything larger is refused from its ``Content-Length``.
+"""
+
+
+def scim_emulator(functions: Iterable[Function], max_body_bytes: int) -> HostEmulator:
+    """The host emulator for ``function_app``: SCIM 413 (RFC 7644 §3.12) for bodies never read."""
+    import azure.functions as func
+
+    from scim.api import error_response
+    from scim.errors import PayloadTooLargeError
+    from tools.devserver import HostEmulator, read_route_prefix
+
+    limit = max_body_bytes + BODY_FRAMING_MARGIN
+    error = PayloadTooLargeError(
+        f"The body is larger than the limit of {max_body_bytes:,} bytes (SCIM_MAX_BODY_BYTES); "
+        "it was not read."
+    )
+    refused = error_response(error)
+    too_large = func.HttpResponse(body=refused.body, status_code=refused.status, headers=refused.headers)
+    return HostEmulator(
+        functions=functions,
+        route_prefix=read_route_prefix(ROOT / "host.json"),
+        max_body_bytes=limit,
+        too_large=too_large,
+    )
 
 
 def _token() -> tuple[str, str]:
@@ -98,7 +133,8 @@ def main() -> int:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     _stop_on_sigterm()
-    from tools.devserver import HostEmulator, read_route_prefix, serve
+    from scim.config import ConfigurationError, Settings
+    from tools.devserver import serve
 
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "7071"))
@@ -123,7 +159,12 @@ def main() -> int:
 
         import function_app  # reads SCIM_* settings on the first request
 
-        emulator = HostEmulator(function_app.app, route_prefix=read_route_prefix(ROOT / "host.json"))
+        try:
+            max_body_bytes = Settings.from_env(os.environ).max_body_bytes
+        except ConfigurationError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        emulator = scim_emulator(function_app.app.get_functions(), max_body_bytes)
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - display only
         print(_banner(f"http://{shown_host}:{port}/scim/v2", token, token_origin, storage), flush=True)
         if shared:

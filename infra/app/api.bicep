@@ -1,6 +1,6 @@
-// The function app: Flex Consumption (FC1, Linux), Python 3.12, one user-assigned identity for everything
-// (host storage, deployment package, the SCIM table, the change-feed queue, Key Vault references,
-// Application Insights).
+// The function app: Flex Consumption (FC1, Linux), Python 3.12, one user-assigned identity for the host and
+// the code (host storage, the SCIM table, the change-feed queue, Key Vault references, Application
+// Insights) and a second one for the deployment package only.
 
 @description('Region of the plan and the app.')
 param location string
@@ -19,6 +19,9 @@ param identityId string
 
 @description('Client id of the user-assigned identity.')
 param identityClientId string
+
+@description('Resource id of the identity that reads and writes the deployment package (and nothing else).')
+param deploymentIdentityId string
 
 @description('Blob endpoint of the storage account, with its trailing slash.')
 param blobEndpoint string
@@ -94,6 +97,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identityId}': {}
+      '${deploymentIdentityId}': {}
     }
   }
   properties: {
@@ -116,7 +120,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: '${blobEndpoint}${deploymentContainerName}'
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identityId
+            userAssignedIdentityResourceId: deploymentIdentityId
           }
         }
       }

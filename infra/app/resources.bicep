@@ -11,8 +11,13 @@
 //   - the queue role is the least one that works: the app only sends (the queue is created here), so it
 //     gets neither Contributor (read, delete, create queues) nor any right on another queue of the
 //     account; reading and deleting the feed's messages is for consumers, with their own role on it;
-//   - the host itself writes a few blobs only (leases, the timer trigger's lock, the deployment package)
-//     and no queue or table traffic; the change-feed relay (the app's timer trigger) sends one message
+//   - blob rights are per container, never on the account: the app's identity is Blob Data Owner of the
+//     host's two containers only (azure-webjobs-hosts: leases and the timer trigger's lock;
+//     azure-webjobs-secrets: the host keys), created here; the deployment package's container belongs to
+//     a second identity used for nothing else (functionAppConfig.deployment), so the identity the SCIM
+//     code runs as (AZURE_CLIENT_ID) cannot read or rewrite the app's own package;
+//   - the host itself writes a few blobs only (leases, the timer trigger's lock, its keys) and no queue
+//     or table traffic; the change-feed relay (the app's timer trigger) sends one message
 //     per committed SCIM write, so neither competes with the table for the account's throughput.
 // Split the table and the queue into their own account if they must outlive the app (`azd down` deletes
 // the resource group) or need their own replication, network rules or lock.
@@ -44,6 +49,7 @@ param keyVaultSoftDeleteRetentionInDays int
 
 // Built-in role definition ids (the same in every tenant).
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var storageQueueDataMessageSenderRoleId = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -54,6 +60,10 @@ var scimTableName = 'scim'
 var changeQueueName = 'scim-changes'
 var bearerTokenSecretName = 'scim-bearer-token'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+// The Functions host's own containers (AzureWebJobsStorage): created here so that its identity needs no
+// right on any other container (it would otherwise create them on first start).
+var hostLeasesContainerName = 'azure-webjobs-hosts'
+var hostKeysContainerName = 'azure-webjobs-secrets'
 // Not derivable from the app's public host name (func-api-<resourceToken>): should the Key Vault reference
 // ever fail to resolve, App Service hands the app the literal '@Microsoft.KeyVault(SecretUri=...)' text
 // instead of the secret, and that text must not be guessable.
@@ -63,6 +73,14 @@ var keyVaultName = 'kv-${uniqueString(subscription().id, resourceGroup().id, res
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-api-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+// Reads (and, during `azd deploy`, writes) the deployment package: the platform uses it, the SCIM code
+// does not (DefaultAzureCredential picks the identity above by AZURE_CLIENT_ID).
+resource deploymentIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-deploy-${resourceToken}'
   location: location
   tags: tags
 }
@@ -111,6 +129,22 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource hostLeasesContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: hostLeasesContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource hostKeysContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: hostKeysContainerName
   properties: {
     publicAccess: 'None'
   }
@@ -203,16 +237,40 @@ resource bearerTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
 
 // -------------------------------------------------------------------------- role assignments (identity)
 
-// The Functions host (AzureWebJobsStorage) creates its own containers and the Flex deployment package is a
-// blob: Blob Data Owner at account scope, as the Flex templates do. The timer trigger needs no more: its
-// lock is a blob lease. No Queue or Table role at account scope: the host needs queues only for blob
-// triggers and Durable Functions (this app has neither); the roles below cover one table and one queue.
-resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, identity.id, storageBlobDataOwnerRoleId)
-  scope: storage
+// The Functions host (AzureWebJobsStorage): Storage Blob Data Owner, the role the Functions docs name for
+// host storage, but on its two containers only, not the account (the Flex templates grant it account-wide,
+// which would let the app rewrite its own deployment package). The timer trigger needs no more: its lock is
+// a blob lease in azure-webjobs-hosts. No Queue or Table role at account scope: the host needs queues only
+// for blob triggers and Durable Functions (this app has neither) and tables only for diagnostic events,
+// which stay off without AzureWebJobsStorage__tableServiceUri.
+resource hostLeasesOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostLeasesContainer.id, identity.id, storageBlobDataOwnerRoleId)
+  scope: hostLeasesContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
     principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource hostKeysOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostKeysContainer.id, identity.id, storageBlobDataOwnerRoleId)
+  scope: hostKeysContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The deployment package: read and write blobs of its container only (Contributor: the account has no
+// hierarchical namespace, so Owner would add only ACL rights), for the deployment identity only.
+resource deploymentPackageContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deploymentContainer.id, deploymentIdentity.id, storageBlobDataContributorRoleId)
+  scope: deploymentContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: deploymentIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
@@ -266,6 +324,7 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 
 output identityId string = identity.id
 output identityClientId string = identity.properties.clientId
+output deploymentIdentityId string = deploymentIdentity.id
 output storageAccountName string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output deploymentContainerName string = deploymentContainer.name

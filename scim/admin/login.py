@@ -18,6 +18,7 @@ national cloud's or a stand-in's; msal reads the authority's own
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -153,7 +154,22 @@ class Login:
         self._token: str | None = None
         self._expires = 0.0
         if settings.cache_path is not None and settings.cache_path.is_file() and not settings.unattended:
-            self._cache.deserialize(settings.cache_path.read_text())
+            self._load_cache(settings.cache_path)
+
+    def _load_cache(self, path: Path) -> None:
+        """Read the token cache; a corrupt one is ignored with a warning (signing in again replaces it)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+            document = json.loads(text) if text.strip() else {}
+            if not isinstance(document, dict) or not all(isinstance(v, dict) for v in document.values()):
+                raise ValueError("not an msal token cache")
+            self._cache.deserialize(text)
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self._cache = msal.SerializableTokenCache()
+            self._progress(
+                f"warning: ignoring the unreadable token cache {path} ({error.__class__.__name__}); "
+                "signing in again will replace it"
+            )
 
     def token(self) -> str:
         """A valid access token for Graph (signing in when needed)."""

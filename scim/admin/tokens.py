@@ -104,28 +104,43 @@ def _verdict(response: requests.Response, elapsed_ms: float) -> Check:
     )
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Hosts a plain ``http://`` Tenant URL may name (``make run``): the token never leaves the machine."""
+
+
+def _transport_check(tenant_url: str) -> Check:
+    """HTTPS, or plain HTTP to a loopback host; anything else is refused before a token is sent."""
+    parts = urlsplit(tenant_url)
+    try:
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        host = ""
+    if parts.scheme.lower() == "https" and host:
+        return Check("https", True, "HTTPS")
+    if parts.scheme.lower() == "http" and host in LOOPBACK_HOSTS:
+        return Check("https", True, "plain HTTP to a loopback host (fine for local trials)")
+    return Check(
+        "https",
+        False,
+        "refused to send the Secret Token: only https:// (or http:// to 127.0.0.1, localhost, ::1) "
+        "keeps it off the wire in clear text",
+        "Entra only calls https:// Tenant URLs: put TLS in front (see docs/deploy-*.md) and check that URL.",
+    )
+
+
 def check_endpoint(session: requests.Session, tenant_url: str, token: str) -> list[Check]:
     """What Entra's Test Connection would conclude about ``tenant_url`` and ``token``, and more.
 
     Beyond Entra's probe: the Tenant URL's form (HTTPS, no trailing slash) and
     that a wrong token is refused with 401 (an endpoint accepting any token
-    passes Entra's test too, and should not).
+    passes Entra's test too, and should not). A plain ``http://`` URL to any
+    host but the loopback is refused *before* the token is sent (RFC 6750 §5.3:
+    bearer tokens only over TLS); nothing is probed then.
     """
-    checks: list[Check] = []
-    scheme, host = urlsplit(tenant_url).scheme, urlsplit(tenant_url).hostname or ""
-    local = host in {"127.0.0.1", "localhost", "::1"}
-    checks.append(
-        Check("https", True, "HTTPS")
-        if scheme == "https"
-        else Check(
-            "https",
-            local,
-            "plain HTTP" + (" (loopback: fine for local trials)" if local else ""),
-            ""
-            if local
-            else "Entra only calls https:// Tenant URLs: put TLS in front (see docs/deploy-*.md).",
-        )
-    )
+    transport = _transport_check(tenant_url)
+    checks: list[Check] = [transport]
+    if not transport.passed:
+        return checks
     if tenant_url.endswith("/"):
         checks.append(
             Check("url", False, "ends with '/'", "remove the trailing slash: Entra appends /Users.")

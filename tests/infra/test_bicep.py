@@ -40,6 +40,7 @@ MAIN = "main.bicep"
 
 # Built-in role definition ids.
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 STORAGE_QUEUE_DATA_MESSAGE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
@@ -47,6 +48,7 @@ KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 
 TABLE = "Microsoft.Storage/storageAccounts/tableServices/tables"
 QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
+CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
 # Every built-in Table and Queue data role: whoever gets one, gets it on one table or queue, never on the
 # account (where it would reach the host's and any future table or queue).
 DATA_ROLES_BELOW_ACCOUNT = {
@@ -56,6 +58,10 @@ DATA_ROLES_BELOW_ACCOUNT = {
     "8a0f0c08-91a1-4084-bc3d-661d67233fed": QUEUE,  # Storage Queue Data Message Processor
     STORAGE_QUEUE_DATA_MESSAGE_SENDER: QUEUE,
     "19e7f393-937e-4f77-808e-94535e297925": QUEUE,  # Storage Queue Data Reader
+    # Blob data roles: one container each, never the account (which holds the deployment package).
+    STORAGE_BLOB_DATA_OWNER: CONTAINER,
+    STORAGE_BLOB_DATA_CONTRIBUTOR: CONTAINER,
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": CONTAINER,  # Storage Blob Data Reader
 }
 
 # The app settings the SCIM code and the Functions host read (README.md's configuration table).
@@ -136,6 +142,14 @@ def _is_identity_attribute(infra: Infra, file: str, value: Any, attribute: str) 
     )
 
 
+def _identity_of(infra: Infra, file: str, value: Any, attribute: str) -> str | None:
+    """The name of the user-assigned identity (its Bicep symbol) ``value`` is the ``attribute`` of."""
+    file, value = infra.resolve(file, value)
+    if _is_identity_attribute(infra, file, value, attribute):
+        return str(value.parts[0])
+    return None
+
+
 def _app_settings(infra: Infra) -> tuple[str, dict[str, Any]]:
     configs = [
         (file, resource)
@@ -181,6 +195,16 @@ def site_problems(infra: Infra) -> list[str]:
     _expect(problems, "site identity.type", _get(body, "identity.type"), "UserAssigned")
     if not _is_identity_attribute(infra, file, properties.get("keyVaultReferenceIdentity"), "id"):
         problems.append("site keyVaultReferenceIdentity is not the user-assigned identity's id")
+    deployer = _identity_of(
+        infra,
+        file,
+        _get(
+            properties, "functionAppConfig.deployment.storage.authentication.userAssignedIdentityResourceId"
+        ),
+        "id",
+    )
+    if deployer != DEPLOYMENT_IDENTITY:
+        problems.append(f"the deployment package is read with {deployer!r}, not the {DEPLOYMENT_IDENTITY!r}")
     tags = body.get("tags")
     service_tags = [a for a in tags.args if isinstance(a, dict)] if isinstance(tags, Call) else [tags]
     if not any(isinstance(t, dict) and t.get("azd-service-name") == "api" for t in service_tags):
@@ -337,44 +361,100 @@ def _role_id(infra: Infra, file: str, role_definition: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+APP_IDENTITY = "identity"
+"""The identity the host and the SCIM code run as (AZURE_CLIENT_ID)."""
+DEPLOYMENT_IDENTITY = "deploymentIdentity"
+"""The identity that only reads and writes the deployment package."""
+
 ROLES = [
-    # (role id, role name, type of the resource it must be scoped to)
-    (STORAGE_TABLE_DATA_CONTRIBUTOR, "Storage Table Data Contributor", TABLE),
-    (STORAGE_QUEUE_DATA_MESSAGE_SENDER, "Storage Queue Data Message Sender", QUEUE),
-    (STORAGE_BLOB_DATA_OWNER, "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
-    (MONITORING_METRICS_PUBLISHER, "Monitoring Metrics Publisher", "Microsoft.Insights/components"),
-    (KEY_VAULT_SECRETS_USER, "Key Vault Secrets User", "Microsoft.KeyVault/vaults/secrets"),
+    # (role id, role name, the identity holding it, the resources it is scoped to: type and Bicep symbol)
+    (STORAGE_TABLE_DATA_CONTRIBUTOR, "Storage Table Data Contributor", APP_IDENTITY, [(TABLE, "scimTable")]),
+    (
+        STORAGE_QUEUE_DATA_MESSAGE_SENDER,
+        "Storage Queue Data Message Sender",
+        APP_IDENTITY,
+        [(QUEUE, "changeQueue")],
+    ),
+    (
+        STORAGE_BLOB_DATA_OWNER,
+        "Storage Blob Data Owner",
+        APP_IDENTITY,
+        [(CONTAINER, "hostLeasesContainer"), (CONTAINER, "hostKeysContainer")],
+    ),
+    (
+        STORAGE_BLOB_DATA_CONTRIBUTOR,
+        "Storage Blob Data Contributor",
+        DEPLOYMENT_IDENTITY,
+        [(CONTAINER, "deploymentContainer")],
+    ),
+    (
+        MONITORING_METRICS_PUBLISHER,
+        "Monitoring Metrics Publisher",
+        APP_IDENTITY,
+        [("Microsoft.Insights/components", "appInsights")],
+    ),
+    (
+        KEY_VAULT_SECRETS_USER,
+        "Key Vault Secrets User",
+        APP_IDENTITY,
+        [("Microsoft.KeyVault/vaults/secrets", "bearerTokenSecret")],
+    ),
 ]
+
+
+def _scope_of(infra: Infra, file: str, assignment: Declaration, scope_type: str) -> tuple[str, str] | None:
+    """``(type, Bicep symbol)`` of the resource an assignment is scoped to, if of ``scope_type``."""
+    scope = assignment.body.get("scope")
+    if not isinstance(scope, Ref) or _resource_of(infra, file, scope, scope_type) is None:
+        return None
+    return scope_type, str(scope.parts[0])
 
 
 def role_assignment_problems(infra: Infra) -> list[str]:
     problems: list[str] = []
     assignments = infra.resources("Microsoft.Authorization/roleAssignments")
-    for role_id, role_name, scope_type in ROLES:
+    for role_id, role_name, holder, scopes in ROLES:
         matching = [
             (file, a)
             for file, a in assignments
             if _role_id(infra, file, _get(a.body, "properties.roleDefinitionId")).endswith(role_id)
         ]
-        if len(matching) != 1:
-            problems.append(f"{role_name} ({role_id}) is assigned {len(matching)} times, expected once")
-            continue
-        file, assignment = matching[0]
-        if not _is_identity_attribute(
-            infra, file, _get(assignment.body, "properties.principalId"), "properties.principalId"
-        ):
-            problems.append(f"{role_name} is not assigned to the user-assigned identity's principalId")
-        _expect(
-            problems,
-            f"{role_name} principalType",
-            _get(assignment.body, "properties.principalType"),
-            "ServicePrincipal",
-        )
-        if _resource_of(infra, file, assignment.body.get("scope"), scope_type) is None:
+        if len(matching) != len(scopes):
             problems.append(
-                f"{role_name} is not scoped to a {scope_type}: scope {assignment.body.get('scope')!r}"
+                f"{role_name} ({role_id}) is assigned {len(matching)} times, expected {len(scopes)}"
             )
-    # Any principal, any Table or Queue data role (not only the identity's): one table or queue, never more.
+            continue
+        found = []
+        for file, assignment in matching:
+            principal = _identity_of(
+                infra, file, _get(assignment.body, "properties.principalId"), "properties.principalId"
+            )
+            if principal != holder:
+                problems.append(f"{role_name} is assigned to {principal!r}, not the {holder!r}")
+            _expect(
+                problems,
+                f"{role_name} principalType",
+                _get(assignment.body, "properties.principalType"),
+                "ServicePrincipal",
+            )
+            scope = _scope_of(infra, file, assignment, scopes[0][0])
+            if scope is None:
+                problems.append(
+                    f"{role_name} is not scoped to a {scopes[0][0]}: scope {assignment.body.get('scope')!r}"
+                )
+            found.append(scope)
+        if all(found) and sorted(found, key=repr) != sorted(scopes, key=repr):
+            problems.append(f"{role_name} is scoped to {sorted(found, key=repr)}, expected {sorted(scopes)}")
+    for symbol, name in (
+        ("hostLeasesContainer", "azure-webjobs-hosts"),
+        ("hostKeysContainer", "azure-webjobs-secrets"),
+    ):
+        declared = [r for f, r in infra.resources(CONTAINER) if r.name == symbol]
+        names = [infra.resolve("app/resources.bicep", r.body.get("name"))[1] for r in declared]
+        if names != [name]:
+            problems.append(f"{symbol} is not the host's container {name!r}: {names!r}")
+    # Any principal, any Table, Queue or Blob data role (not only the identity's): one table, queue or
+    # container, never more.
     for file, assignment in assignments:
         role_id = _role_id(infra, file, _get(assignment.body, "properties.roleDefinitionId"))
         scope = assignment.body.get("scope")
@@ -382,7 +462,7 @@ def role_assignment_problems(infra: Infra) -> list[str]:
             if role_id.endswith(data_role) and _resource_of(infra, file, scope, scope_type) is None:
                 problems.append(
                     f"{file}: {assignment.name} assigns the data role {data_role} above a single "
-                    f"{'table' if scope_type == TABLE else 'queue'}: scope {scope!r}"
+                    f"{ {TABLE: 'table', QUEUE: 'queue', CONTAINER: 'container'}[scope_type] }: scope {scope!r}"
                 )
     return problems
 
@@ -710,6 +790,34 @@ MUTATIONS = [
         QUEUE_ROLE.replace("identity.properties.principalId", "'00000000-0000-0000-0000-000000000000'"),
     ),
     ("role_assignments", "app/resources.bicep", "resource metricsPublisher ", ACCOUNT_QUEUE_READER),
+    # Blob rights: the host's containers only, and the deployment package for its own identity only.
+    ("role_assignments", "app/resources.bicep", "  scope: hostLeasesContainer\n", "  scope: storage\n"),
+    ("role_assignments", "app/resources.bicep", "  scope: hostKeysContainer\n", "  scope: blobService\n"),
+    ("role_assignments", "app/resources.bicep", "  scope: deploymentContainer\n", "  scope: storage\n"),
+    (
+        "role_assignments",
+        "app/resources.bicep",
+        "  scope: hostKeysContainer\n",
+        "  scope: deploymentContainer\n",
+    ),
+    (
+        "role_assignments",
+        "app/resources.bicep",
+        "principalId: deploymentIdentity.properties.principalId",
+        "principalId: identity.properties.principalId",
+    ),
+    (
+        "role_assignments",
+        "app/resources.bicep",
+        "var hostKeysContainerName = 'azure-webjobs-secrets'",
+        "var hostKeysContainerName = 'keys'",
+    ),
+    (
+        "site",
+        "app/api.bicep",
+        "userAssignedIdentityResourceId: deploymentIdentityId",
+        "userAssignedIdentityResourceId: identityId",
+    ),
     ("app_settings", "app/api.bicep", "    SCIM_TABLE_NAME: tableName\n", ""),
     ("app_settings", "app/api.bicep", "    SCIM_CHANGE_QUEUE: queueName\n", ""),
     ("app_settings", "app/api.bicep", "    SCIM_STORAGE_QUEUE_ENDPOINT: queueEndpoint\n", ""),

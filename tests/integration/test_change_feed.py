@@ -36,11 +36,14 @@ class Collector:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.failing = False
+        self.refused: set[tuple[str, int]] = set()
+        """(resource id, sequence) of the events whose publish fails."""
 
     async def send(self, message: str) -> None:
-        if self.failing:
+        event = json.loads(message)
+        if self.failing or (event["data"]["id"], event["data"]["sequence"]) in self.refused:
             raise ServiceUnavailableError("queue down (injected)")
-        self.messages.append(json.loads(message))
+        self.messages.append(event)
 
     def of(self, resource_id: str) -> list[tuple[str, int]]:
         return [
@@ -172,6 +175,24 @@ async def test_a_failed_publish_delays_the_event_and_keeps_the_order(scim, relay
     collector.failing = False
     await relay.drain()
     assert collector.of(user["id"]) == [("create", 1), ("patch", 2)]
+
+
+async def test_a_failed_publish_holds_back_the_resources_later_events(scim, store, relay, collector):
+    """Issue 14: event N of a resource fails, so N+1 must wait for the next run (order over progress)."""
+    user = await create(scim)
+    uid = user["id"]
+    for value in (False, True):
+        await scim.patch(f"/Users/{uid}", patch({"op": "Replace", "path": "active", "value": value}))
+    other = await create(scim)
+    collector.refused = {(uid, 2)}
+    report = await relay.run_once()
+    assert collector.of(uid) == [("create", 1)]  # not v3 past the failed v2
+    assert collector.of(other["id"]) == [("create", 1)]  # other resources go on
+    assert (report.published, report.recorded, report.waiting) == (2, 2, 2)
+    assert [p.change.sequence for p in await store.repository.pending_changes("User")] == [2, 3]
+    collector.refused = set()
+    await relay.drain()
+    assert collector.of(uid) == [("create", 1), ("patch", 2), ("patch", 3)]
 
 
 async def test_a_crash_after_the_publish_republishes_the_same_event(

@@ -8,10 +8,13 @@ must still work on the next ones (azure-notes §5.7).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import azure.functions as func
 import httpx
@@ -19,8 +22,11 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.data.tables.aio import TableClient
 
+from scim.api import ScimApi
+from tests.integration.conftest import TOKEN, DevServer, ScimClient, make_settings
 from tools.azurite import Azurite
 from tools.devserver import HostEmulator, serve_in_thread
+from tools.run import BODY_FRAMING_MARGIN, scim_emulator
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +62,12 @@ async def entities(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(entity["v"], status_code=200)
 
 
+_PROBE_FUNCTIONS = list(probe.get_functions())  # get_functions() may be called once per app
+
+
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[HostEmulator]:
-    with HostEmulator(probe, route_prefix="scim", max_body_bytes=1024) as emulator:
+    with HostEmulator(functions=_PROBE_FUNCTIONS, route_prefix="scim", max_body_bytes=1024) as emulator:
         yield emulator
 
 
@@ -145,3 +154,172 @@ def test_aio_client_survives_across_requests_on_the_emulator_loop(
                 assert (read.status_code, read.text) == (200, row)
     finally:
         emulator.run_coroutine(_state.pop("table").close())
+
+
+# --- hostile clients: log injection, slowloris, oversized bodies (issue 14, items 8 and 9) ----------
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def _exchange(
+    url: str, chunks: list[bytes], *, pause: float = 0.0, wait: float = 15.0
+) -> tuple[bytes, float]:
+    """Send ``chunks`` (``pause`` s apart, stopping when the server closes) and read until it closes.
+
+    Returns what the server sent and the seconds from connecting until it closed the connection.
+    """
+    started = time.monotonic()
+    received = b""
+    with socket.create_connection(_address(url), timeout=wait) as connection:
+        for chunk in chunks:
+            try:
+                connection.sendall(chunk)
+            except OSError:
+                break
+            if pause:
+                connection.settimeout(pause)
+                try:
+                    data = connection.recv(65536)
+                except TimeoutError:
+                    continue
+                finally:
+                    connection.settimeout(wait)
+                received += data
+                if not data:
+                    return received, time.monotonic() - started
+        with contextlib.suppress(OSError):
+            while data := connection.recv(65536):
+                received += data
+    return received, time.monotonic() - started
+
+
+def test_request_paths_are_logged_sanitised_and_bounded(
+    base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tools.devserver")
+    forged = "/scim/v2/Users/x%0d%0aINFO forged 200 1.0ms%1b[2J" + "y" * 5000
+    with httpx.Client(base_url=base_url) as client:
+        client.get(forged)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tools.devserver"]
+    line = next(line for line in lines if "/scim/v2/Users/x" in line)
+    assert not any(ch in line for ch in "\r\n\x1b")
+    assert "\\r\\nINFO forged" in line and "\\x1b[2J" in line
+    assert len(line) < 300, len(line)
+
+
+@pytest.fixture
+def strict_server() -> Iterator[str]:
+    """An emulator with short header/body deadlines, as ``make run`` builds it (SCIM 413 body)."""
+    with scim_emulator(_PROBE_FUNCTIONS, max_body_bytes=1024) as emulator:
+        with serve_in_thread(emulator, header_timeout=1.0, read_timeout=2.0, body_timeout=1.0) as url:
+            yield url
+
+
+def test_headers_trickled_slowly_are_cut_off_at_the_header_deadline(strict_server: str) -> None:
+    request_line = b"GET /scim/v2/Users/1 HTTP/1.1\r\nHost: x\r\n"
+    trickle = [b"X-Slow-%d: y\r\n" % n for n in range(40)]  # 40 x 0.25 s: 10 s if never cut
+    received, elapsed = _exchange(strict_server, [request_line, *trickle], pause=0.25)
+    assert elapsed < 5.0, elapsed  # each read arrives well within read_timeout: only the deadline cuts
+    assert received == b"" or received.startswith(b"HTTP/1.1 408"), received[:80]
+
+
+def test_a_body_trickled_slowly_gets_408(strict_server: str) -> None:
+    head = b"POST /scim/v2/Users/.search HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n"
+    received, elapsed = _exchange(strict_server, [head, *[b"a"] * 40], pause=0.25)
+    assert received.startswith(b"HTTP/1.1 408"), received[:80]
+    assert elapsed < 5.0, elapsed
+
+
+def test_an_oversized_body_is_refused_unread_with_a_scim_413(strict_server: str) -> None:
+    head = (
+        b"POST /scim/v2/Users/.search HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 50000000\r\nContent-Type: application/scim+json\r\n\r\n"
+    )
+    received, elapsed = _exchange(strict_server, [head])  # not one byte of the 50 MB is sent
+    assert elapsed < 2.0, elapsed  # no read of the body, so no read timeout either
+    status, _, rest = received.partition(b"\r\n")
+    assert status == b"HTTP/1.1 413 REQUEST ENTITY TOO LARGE", received[:80]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["status"] == "413" and body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert "SCIM_MAX_BODY_BYTES" in body["detail"]
+
+
+def test_bodies_up_to_the_limit_plus_margin_reach_the_app(strict_server: str) -> None:
+    with httpx.Client(base_url=strict_server) as client:
+        passed = client.post("/scim/v2/Users/.search", content=b"x" * (1024 + BODY_FRAMING_MARGIN))
+        assert (passed.status_code, len(passed.content)) == (200, 1024 + BODY_FRAMING_MARGIN)
+        chunked = client.post(
+            "/scim/v2/Users/.search", content=iter([b"x" * 65536] * 2)
+        )  # no Content-Length: counted while read
+        assert chunked.status_code == 413 and chunked.json()["status"] == "413"
+
+
+# --- meta.location and a client-supplied Host header (issue 14, item 9) ------------------------------
+
+
+def _service_provider_config(tenant_url: str, host: bytes) -> tuple[int, dict[str, Any]]:
+    """GET /ServiceProviderConfig over a raw socket with ``host`` sent verbatim as the Host header."""
+    head = (
+        b"GET /scim/v2/ServiceProviderConfig HTTP/1.1\r\nHost: " + host + b"\r\n"
+        b"Authorization: Bearer " + TOKEN.encode() + b"\r\nConnection: close\r\n\r\n"
+    )
+    received, _ = _exchange(tenant_url.removesuffix("/scim/v2"), [head])
+    status_line, _, rest = received.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in headers.lower():
+        body = _dechunk(body)
+    return int(status_line.split()[1]), json.loads(body) if body else {}
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size, _, body = body.partition(b"\r\n")
+        if not int(size, 16):
+            break
+        out, body = out + body[: int(size, 16)], body[int(size, 16) + 2 :]
+    return out
+
+
+def test_a_well_formed_host_header_gives_meta_location(dev_server: DevServer) -> None:
+    status, document = _service_provider_config(dev_server.tenant_url, b"scim.corp.example:8443")
+    assert status == 200
+    assert document["meta"]["location"] == "http://scim.corp.example:8443/scim/v2/ServiceProviderConfig"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"evil.example/phish?x=",  # a path
+        b"victim@evil.example",  # userinfo
+        b"evil.example\r\n X-Injected: 1",  # obs-fold: a line break inside the value
+        b"evil.example:8080x",
+        b"[::1",
+        b"evil_host.example <script>",
+        b"a" * 300 + b".example",  # overlong
+    ],
+)
+def test_a_hostile_host_header_is_never_reflected(dev_server: DevServer, host: bytes) -> None:
+    status, document = _service_provider_config(dev_server.tenant_url, host)
+    assert status == 200  # served: the rule in ScimApi._base_url, not the HTTP server, decides
+    location = document["meta"]["location"]
+    assert location == "/scim/v2/ServiceProviderConfig", location
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("http://scim.test/scim-Dir_1.x~/v2", "http://scim.test/scim-Dir_1.x~/v2"),  # path-safe: kept
+        ("http://scim.test/a%0d%0aX-Injected:%201/v2", "http://scim.test/scim/v2"),
+        ("http://scim.test/.hidden/v2", "http://scim.test/scim/v2"),
+        ("http://scim.test/../v2", "http://scim.test/scim/v2"),
+    ],
+)
+async def test_the_path_prefix_of_meta_location_is_path_safe(store, base: str, expected: str) -> None:
+    client = ScimClient(ScimApi(make_settings(store), store.repository), base=base)
+    response = await client.get("/ServiceProviderConfig")
+    assert response.status == 200
+    assert response.json()["meta"]["location"] == f"{expected}/ServiceProviderConfig"

@@ -102,3 +102,63 @@ async def test_unreachable_key_endpoint_is_503_not_401(entra, jwks_server):
     jwks_server.status = 500
     response = await entra.get("/Users", headers={"Authorization": f"Bearer {SigningKey().token()}"})
     assert response.status == 503 and "Retry-After" in response.headers
+
+
+async def _get_users(client: ScimClient, key: SigningKey):
+    return await client.get("/Users", headers={"Authorization": f"Bearer {key.token()}"})
+
+
+def _assert_keys_unavailable(response) -> None:
+    """503 with Retry-After and an RFC 7644 §3.12 body that says the keys could not be fetched."""
+    assert response.status == 503, response.body
+    assert response.headers["Retry-After"].isdigit()
+    body = response.json()
+    assert body["status"] == "503" and body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert "signing keys could not be fetched" in body["detail"]
+
+
+async def test_failed_first_fetch_stays_503_until_the_next_fetch(entra, jwks_server):
+    jwks_server.status = 500
+    for _ in range(3):  # within MIN_REFETCH: no new fetch, still 503 (was 401 "key not published")
+        _assert_keys_unavailable(await _get_users(entra, SigningKey()))
+    assert jwks_server.hits == 1
+
+
+async def test_empty_key_set_is_503_not_401(entra, jwks_server):
+    jwks_server.document = {"keys": []}
+    for _ in range(2):
+        _assert_keys_unavailable(await _get_users(entra, SigningKey()))
+    assert jwks_server.hits == 1
+
+
+@pytest.mark.parametrize("document", [{"keys": "not-a-list"}, ["keys"], {"keys": [{"kid": 7}, "x"]}])
+async def test_malformed_key_set_is_503_not_500(entra, jwks_server, document):
+    jwks_server.document = document
+    _assert_keys_unavailable(await _get_users(entra, SigningKey()))
+
+
+async def test_unreachable_key_endpoint_before_any_fetch_is_503(entra, jwks_server):
+    jwks_server.close()  # connection refused from now on
+    for _ in range(2):
+        _assert_keys_unavailable(await _get_users(entra, SigningKey()))
+
+
+async def test_failed_refresh_is_503_for_unknown_kid_and_cached_keys_keep_working(
+    entra, jwks_server, monkeypatch
+):
+    known = SigningKey()
+    jwks_server.document = jwks(known)
+    assert (await _get_users(entra, known)).status == 200
+    monkeypatch.setattr(jwks_module, "MIN_REFETCH", 0.0)
+    jwks_server.status = 503
+    _assert_keys_unavailable(await _get_users(entra, SigningKey()))  # could be a rotated key
+    assert (await _get_users(entra, known)).status == 200
+    assert jwks_server.hits == 2
+
+
+async def test_unknown_kid_in_a_fresh_non_empty_key_set_is_401(entra, jwks_server, monkeypatch):
+    monkeypatch.setattr(jwks_module, "MIN_REFETCH", 0.0)
+    jwks_server.document = jwks(SigningKey())
+    response = await _get_users(entra, SigningKey())
+    assert response.status == 401 and "does not publish" in response.json()["detail"]
+    assert jwks_server.hits == 1

@@ -32,15 +32,26 @@ class CrashingRepository(TableRepository):
         self.crash_at, self.call, self.calls, self.crashed = crash_at, call, 0, False
 
     def _maybe_crash(self, name: str) -> None:
-        if name == self.crash_at and not self.crashed:
+        """A killed worker: the chosen call fails, and so does every call after it."""
+        if self.crashed:
+            raise ServiceUnavailableError("the worker is gone")
+        if name == self.crash_at:
             self.calls += 1
             if self.calls == self.call:
                 self.crashed = True
                 raise ServiceUnavailableError("injected crash")
 
-    async def stage_reverse_edges(self, *args, **kwargs):
-        self._maybe_crash("stage_reverse_edges")
-        return await super().stage_reverse_edges(*args, **kwargs)
+    async def read_reverse_edges(self, *args, **kwargs):
+        self._maybe_crash("read_reverse_edges")
+        return await super().read_reverse_edges(*args, **kwargs)
+
+    async def write_reverse_edges(self, *args, **kwargs):
+        self._maybe_crash("write_reverse_edges")
+        return await super().write_reverse_edges(*args, **kwargs)
+
+    async def existing_member_edges(self, *args, **kwargs):
+        self._maybe_crash("existing_member_edges")
+        return await super().existing_member_edges(*args, **kwargs)
 
     async def mark_reverse_edges_pending(self, *args, **kwargs):
         self._maybe_crash("mark_reverse_edges_pending")
@@ -86,9 +97,9 @@ async def pending_edges(store) -> list[str]:
 @pytest.mark.parametrize(
     ("crash_at", "call", "applied"),
     [
-        ("stage_reverse_edges", 1, False),  # before anything
+        ("write_reverse_edges", 1, False),  # before anything
         ("write_member_edges", 1, False),  # after phase 1: pending reverse edges only
-        ("stage_reverse_edges", 2, True),  # after phase 2: member edges written, not settled
+        ("write_reverse_edges", 2, True),  # after phase 2: member edges written, not settled
     ],
 )
 async def test_add_interrupted_between_phases(scim, store, crash_at, call, applied):
@@ -105,20 +116,21 @@ async def test_add_interrupted_between_phases(scim, store, crash_at, call, appli
 
 
 @pytest.mark.parametrize(
-    ("crash_at", "applied"),
+    ("crash_at", "call", "applied"),
     [
-        ("write_member_edges", False),  # after phase 1: reverse edges pending
-        ("delete_reverse_edges", True),  # after phase 2: member edges gone, reverse edges pending
+        ("read_reverse_edges", 1, False),  # before anything
+        ("write_member_edges", 1, False),  # after phase 1: reverse edges pending
+        ("write_reverse_edges", 2, True),  # after phase 2: member edges gone, reverse edges pending
     ],
 )
-async def test_remove_interrupted_between_phases(scim, store, crash_at, applied):
+async def test_remove_interrupted_between_phases(scim, store, crash_at, call, applied):
     ids = await users(scim, 3)
     group = await create_group(scim)
     await scim.patch(
         f"/Groups/{group['id']}", patch({"op": "Add", "path": "members", "value": members_of(*ids)})
     )
     remove = patch({"op": "Remove", "path": "members", "value": members_of(ids[0], ids[1])})
-    assert_error(await crashing(store, crash_at).patch(f"/Groups/{group['id']}", remove), 503)
+    assert_error(await crashing(store, crash_at, call).patch(f"/Groups/{group['id']}", remove), 503)
     await assert_agree(scim, group["id"], ids)
     assert await member_ids(scim, group["id"]) == ([ids[2]] if applied else sorted(ids))
     assert (await scim.patch(f"/Groups/{group['id']}", remove)).status == 204
@@ -169,7 +181,7 @@ async def test_a_read_repairs_edges_a_crash_abandoned(scim, store):
     ids = await users(scim, 2)
     group = await create_group(scim)
     add = patch({"op": "Add", "path": "members", "value": members_of(ids[0])})
-    assert_error(await crashing(store, "stage_reverse_edges", 2).patch(f"/Groups/{group['id']}", add), 503)
+    assert_error(await crashing(store, "write_reverse_edges", 2).patch(f"/Groups/{group['id']}", add), 503)
     remove_crash = patch({"op": "Add", "path": "members", "value": members_of(ids[1])})
     assert_error(
         await crashing(store, "write_member_edges").patch(f"/Groups/{group['id']}", remove_crash), 503
@@ -180,3 +192,21 @@ async def test_a_read_repairs_edges_a_crash_abandoned(scim, store):
     assert await later.groups_of(await store.repository.get("User", ids[1])) == []
     assert await pending_edges(store) == []  # settled: one confirmed, one removed
     assert await groups_of(scim, ids[0]) == [group["id"]] and await groups_of(scim, ids[1]) == []
+
+
+async def test_a_group_delete_interrupted_after_its_flag_is_reported_and_finished_by_a_retry(scim, store):
+    from scim.consistency import check
+
+    ids = await users(scim, 2)
+    group = await create_group(scim)
+    path = f"/Groups/{group['id']}"
+    await scim.patch(path, patch({"op": "Add", "path": "members", "value": members_of(*ids)}))
+    assert_error(await crashing(store, "mark_reverse_edges_pending").delete(path), 503)
+    await assert_agree(scim, group["id"], ids)  # the flag alone changes no membership
+    assert [a.code for a in await check(store.repository)] == ["interrupted-delete"]
+    late = patch({"op": "Remove", "path": "members", "value": members_of(ids[0])})
+    assert_error(await scim.patch(path, late), 404)  # the DELETE under way wins
+    assert (await scim.delete(path)).status == 204  # Entra retries
+    for user_id in ids:
+        assert await groups_of(scim, user_id) == []
+    assert [a.code for a in await check(store.repository)] == []

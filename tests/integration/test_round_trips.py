@@ -101,13 +101,15 @@ async def test_discovery_costs_no_storage_round_trip(scim, store):
 
 
 def add_cost(k: int) -> int:
-    """Read + phase 1 (2 ops per member) + phase 2 (group row + 98 edges + change record) + phase 3."""
-    return 1 + -(-k // 50) + -(-k // 98) + -(-k // 50)
+    """Read + phase 1 (edge insert and user touch per member) + phase 2 (group row + 98 edges +
+    change record) + phase 3 (uncontended: one conditional write per edge, no read)."""
+    return 1 + -(-k // 50) + -(-k // 98) + -(-k // 100)
 
 
 def remove_cost(k: int) -> int:
-    """Read + phase 1 (1 op per member) + phase 2 (group row + 98 edges + change record) + phase 3."""
-    return 1 + -(-k // 100) + -(-k // 98) + -(-k // 100)
+    """Read + phase 1 (read the edges, 14 per query, then mark them) + phase 2 (group row + 98 edges
+    + change record) + phase 3 (uncontended: one conditional delete per edge, no read)."""
+    return 1 + -(-k // 14) + -(-k // 100) + -(-k // 98) + -(-k // 100)
 
 
 async def test_group_budgets(scim, store):
@@ -157,17 +159,50 @@ async def test_group_budgets(scim, store):
     assert response.status == 204 and trips == 2
 
 
+def delete_cost(groups: int, last: int) -> int:
+    """Read + flag + member-edge deletes (100 per batch) + reverse edges that do not fit beside the
+    ``last`` operations (row, index rows, change record) + that last transaction."""
+    if not groups:
+        return 2
+    overflow = max(groups - (100 - last), 0)
+    return 1 + 1 + -(-groups // 100) + -(-overflow // 100) + 1
+
+
 async def test_deleting_a_user_costs_in_proportion_to_its_groups(scim, store):
+    """Exact, across the 100-operation batch limit (issue 14: the test must cross its chunk limits)."""
     from tests.integration.test_groups_entra import create_group, members_of
 
     crowd = [(await scim.post("/Users", entra_user())).json()["id"] for _ in range(120)]
-    for groups in (0, 3, 7):
+    for groups in (0, 3, 7, 101):
         user = (await scim.post("/Users", entra_user())).json()["id"]
-        for _ in range(groups):
-            group = await create_group(scim)  # each group also holds 120 other members
-            body = patch({"op": "Add", "path": "members", "value": members_of(user, *crowd)})
-            await scim.patch(f"/Groups/{group['id']}", body)
+        for n in range(groups):
+            group = await create_group(scim)  # the first group also holds 120 other members
+            body = patch(
+                {"op": "Add", "path": "members", "value": members_of(user, *(crowd if not n else []))}
+            )
+            assert (await scim.patch(f"/Groups/{group['id']}", body)).status == 204
+        stored = await store.repository.get("User", user)
+        assert len(stored.edges) == groups
+        last = 1 + len(stored.index_rows or ()) + 1  # the row, its index rows, the change record
         response, trips = await measure(store, lambda user=user: scim.delete(f"/Users/{user}"))
         assert response.status == 204
-        # read + (flag + member-edge deletes when in groups) + final transaction
-        assert trips == (2 if groups == 0 else 4), (groups, store.round_trips.requests)
+        assert trips == delete_cost(groups, last), (groups, store.round_trips.requests)
+        assert (await scim.get(f"/Users/{user}")).status == 404
+
+
+async def test_the_groups_of_a_pushed_down_page_cost_one_query_per_seven_users(scim, store):
+    """Exact on both sides of each multiple of 7: a chunk size of 5, 6 or 8 fails it."""
+    from tests.integration.test_groups_entra import create_group, members_of
+
+    group = await create_group(scim)
+    for count in (1, 7, 8, 14, 15):
+        ids = [(await create(scim, userName=f"p{count}-{n:02d}@x.com"))["id"] for n in range(count)]
+        body = patch({"op": "Add", "path": "members", "value": members_of(*ids)})
+        assert (await scim.patch(f"/Groups/{group['id']}", body)).status == 204
+        response, trips = await measure(
+            store, lambda count=count: scim.get("/Users", query={"filter": f'userName sw "p{count}-"'})
+        )
+        body = response.json()
+        assert body["totalResults"] == count
+        assert all([g["value"] for g in u["groups"]] == [group["id"]] for u in body["Resources"])
+        assert trips == 1 + -(-count // 7), (count, store.round_trips.requests)  # the scan, the edges

@@ -6,13 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from scim.admin import provisioning as prov
 from scim.admin.cli import UsageError, parse_time, table
 from scim.admin.graph import GraphError, Need, hint_for
-from scim.admin.login import DELEGATED_SCOPES, LoginError, LoginSettings, _hint_of
+from scim.admin.login import DELEGATED_SCOPES, Login, LoginError, LoginSettings, _hint_of
 from scim.admin.meanings import MEANINGS, meaning
-from scim.admin.tokens import new_token
+from scim.admin.tokens import check_endpoint, new_token
 from scim.auth import authenticate
 from scim.config import Settings
 from scim.errors import UnauthorizedError
@@ -215,3 +216,71 @@ def test_a_new_token_is_accepted_by_its_digest_alone():
 
 def test_table_aligns_columns():
     assert table(["a", "bb"], [["1", "2"], ["333", "4"]]).splitlines() == ["A    BB", "1    2", "333  4"]
+
+
+class _RecordingSession:
+    """Stands in for requests.Session: records what would go on the wire, answers an empty list."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def get(self, url, *, params=None, headers=None, timeout=None):
+        self.sent.append((url, dict(headers or {})))
+        token = (headers or {}).get("Authorization", "")
+        response = type("R", (), {})()
+        response.status_code, response.reason = (
+            (200, "OK") if "wrong-" not in token else (401, "Unauthorized")
+        )
+        body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 0}
+        response.json = lambda: body
+        response.text = json.dumps(body)
+        return response
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://scim.corp.example/scim/v2",
+        "http://10.1.2.3:7071/scim/v2",
+        "http://127.0.0.1.evil.example/scim/v2",
+        "ftp://scim.corp.example/scim/v2",
+        "https:///scim/v2",
+    ],
+)
+def test_token_check_refuses_plain_http_to_a_remote_host_before_sending_the_token(url):
+    session = _RecordingSession()
+    checks = check_endpoint(session, url, "the-real-token")
+    assert session.sent == []  # the token never went on the wire
+    assert [(c.name, c.passed) for c in checks] == [("https", False)]
+    assert "refused to send the Secret Token" in checks[0].detail and "\n" not in checks[0].detail
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:7071/scim/v2", "http://localhost:7071/scim/v2", "http://[::1]:7071/scim/v2"]
+)
+def test_token_check_allows_plain_http_to_loopback_for_make_run(url):
+    session = _RecordingSession()
+    checks = check_endpoint(session, url, "the-real-token")
+    assert all(c.passed for c in checks), checks
+    assert session.sent[0][1]["Authorization"] == "Bearer the-real-token"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"AccessToken": [1]}', "\udcff"])
+def test_a_corrupt_token_cache_is_ignored_with_one_warning(tmp_path, content):
+    cache = tmp_path / "msal.json"
+    cache.write_bytes(content.encode("utf-8", "surrogateescape"))
+    said: list[str] = []
+    login = Login(
+        LoginSettings(tenant="contoso.example", cache_path=cache), requests.Session(), progress=said.append
+    )
+    assert len(said) == 1 and said[0].startswith("warning: ignoring the unreadable token cache")
+    assert "\n" not in said[0]
+    assert list(login._cache.search("AccessToken")) == []  # empty: the next sign-in replaces the file
+
+
+def test_a_valid_token_cache_loads_without_a_warning(tmp_path):
+    cache = tmp_path / "msal.json"
+    cache.write_text(json.dumps({"AccessToken": {}, "Account": {}}))
+    said: list[str] = []
+    Login(LoginSettings(tenant="contoso.example", cache_path=cache), requests.Session(), progress=said.append)
+    assert said == []

@@ -105,3 +105,35 @@ def test_change_feed_settings():
 def test_bad_change_feed_settings_name_the_variable(environ, named):
     with pytest.raises(ConfigurationError, match=named):
         Settings.from_env(environ)
+
+
+_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://login.microsoftonline.com/t/discovery/keys",
+        "HTTP://keys.example.com/jwks",
+        "http://10.0.0.5/keys",
+        "ftp://keys.example.com/jwks",
+        "keys.example.com/jwks",
+        "https:///no-host",
+    ],
+)
+def test_jwks_url_must_be_https(url):
+    with pytest.raises(ConfigurationError, match=r"SCIM_JWKS_URL must be an https:// URL"):
+        Settings.from_env({"SCIM_ENTRA_TENANT_ID": _TENANT, "SCIM_JWKS_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://login.microsoftonline.us/t/discovery/keys",
+        "http://127.0.0.1:8123/t/discovery/keys",
+        "http://localhost:8123/keys",
+        "http://[::1]:8123/keys",
+    ],
+)
+def test_jwks_url_https_or_loopback_stand_in_accepted(url):
+    assert Settings.from_env({"SCIM_ENTRA_TENANT_ID": _TENANT, "SCIM_JWKS_URL": url}).jwks_url == url

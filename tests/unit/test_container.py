@@ -24,6 +24,8 @@ DEPLOY = ROOT / "deploy" / "on-premises"
 BASE_IMAGE = re.compile(r"^mcr\.microsoft\.com/azure-functions/python:4-python3\.12(@sha256:[0-9a-f]{64})?$")
 APP_FILES = {"requirements.txt", "host.json", "function_app.py", "scim/"}
 BODY_LIMIT = 1_048_576
+APP_PORT = 8080
+"""The Functions host's port in the container: above 1024, since it runs as a non-root user."""
 
 # Settings read by the Azure identity library or the Functions host rather than by the app: they
 # are not in the README's table, and may appear in .env.example / compose.yaml.
@@ -166,7 +168,108 @@ def test_dockerfile_installs_requirements_without_cache(dockerfile: list[Instruc
     assert installs, "requirements.txt is never installed"
     for command in installs:
         assert "--no-cache-dir" in command
+        assert "--require-hashes" in command, "every package must match requirements.txt's hashes"
         assert re.search(r"-r \S*requirements\.txt", command), command
+
+
+def final_user(dockerfile: list[Instruction]) -> str:
+    users = [i.args for i in dockerfile if i.keyword == "USER"]
+    return users[-1] if users else "root"
+
+
+def test_dockerfile_runs_the_host_as_a_non_root_user(dockerfile: list[Instruction]) -> None:
+    user = final_user(dockerfile)
+    name, _, group = user.partition(":")
+    assert name not in {"root", "0", ""} and group not in {"root", "0"}, f"USER {user}"
+    assert re.fullmatch(r"[1-9][0-9]{3,}", name), "a numeric uid lets runAsNonRoot verify it"
+    last_user = max(n for n, i in enumerate(dockerfile) if i.keyword == "USER")
+    assert not [i for i in dockerfile[last_user:] if i.keyword == "RUN"], "nothing runs as root after USER"
+    created = [i.args for i in dockerfile if i.keyword == "RUN" and "useradd" in i.args]
+    assert created and f"--uid {name}" in created[0], "the user is created in the image"
+
+
+def test_only_the_hosts_key_store_and_home_folders_are_writable(dockerfile: list[Instruction]) -> None:
+    chowns = [
+        word for i in dockerfile if i.keyword == "RUN" for word in re.findall(r"chown (.+?)(?:&&|$)", i.args)
+    ]
+    owned = {path for command in chowns for path in command.split()[1:]}
+    assert "/azure-functions-host/Secrets" in owned  # AzureWebJobsSecretStorageType=files
+    assert not owned & {"/home/site/wwwroot", "/azure-functions-host", "/"}, "code stays read-only"
+    assert not any("-R" in command.split() for command in chowns)
+
+
+def dockerfile_port(dockerfile: list[Instruction]) -> int:
+    env: dict[str, str] = {}
+    for instruction in dockerfile:
+        if instruction.keyword == "ENV":
+            env.update(env_pairs(instruction))
+    match = re.fullmatch(r"http://\+:(\d+)", env.get("ASPNETCORE_URLS", ""))
+    assert match, f"ASPNETCORE_URLS={env.get('ASPNETCORE_URLS')!r}: the base image's port 80 needs root"
+    return int(match.group(1))
+
+
+def test_the_host_listens_on_an_unprivileged_port_everywhere(
+    dockerfile: list[Instruction], compose: dict
+) -> None:
+    port = dockerfile_port(dockerfile)
+    assert port == APP_PORT and port > 1024
+    assert [i.args for i in dockerfile if i.keyword == "EXPOSE"] == [str(port)]
+    scim = compose["services"]["scim"]
+    assert [str(p) for p in scim["expose"]] == [str(port)]
+    assert f"http://localhost:{port}/scim/health" in " ".join(scim["healthcheck"]["test"])
+    reverse = [line for _, line in caddy_blocks(caddyfile()) if line.startswith("reverse_proxy")]
+    assert reverse == [f"reverse_proxy scim:{port}"]
+
+
+def test_app_containers_drop_every_capability(compose: dict) -> None:
+    for name in ("scim", "relay"):
+        service = compose["services"][name]
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert "user" not in service or service["user"] not in {"root", "0", "0:0"}, name
+
+
+def requirement_entries(text: str) -> list[str]:
+    """Each requirement of a pip requirements file with its continuation lines joined."""
+    entries: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not line and not pending:
+            continue
+        pending = f"{pending} {line}".strip()
+        if pending.endswith("\\"):
+            pending = pending[:-1].rstrip()
+            continue
+        if pending:
+            entries.append(pending)
+        pending = ""
+    return entries
+
+
+@pytest.mark.parametrize("name", ["requirements.txt", "requirements-dev.txt"])
+def test_requirements_are_locked_with_hashes(name: str) -> None:
+    entries = requirement_entries((ROOT / name).read_text(encoding="utf-8"))
+    assert len(entries) > 20, "every transitive package is listed, not just the direct ones"
+    for entry in entries:
+        assert not entry.startswith("-"), f"{name}: {entry!r} (an include or option breaks the lock)"
+        assert re.match(r"^[A-Za-z0-9._-]+==[^ ;]+", entry), f"{name}: not pinned with ==: {entry!r}"
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{name}: no hash: {entry!r}"
+
+
+def test_dev_requirements_lock_the_same_runtime_versions() -> None:
+    def pins(name: str) -> dict[str, str]:
+        entries = requirement_entries((ROOT / name).read_text(encoding="utf-8"))
+        return dict(entry.split()[0].lower().split("==") for entry in entries)
+
+    runtime, dev = pins("requirements.txt"), pins("requirements-dev.txt")
+    assert {name: dev.get(name) for name in runtime} == runtime
+
+
+def test_make_install_requires_hashes() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    installs = [line for line in makefile.splitlines() if "pip install" in line and "requirements" in line]
+    assert installs and all("--require-hashes" in line for line in installs), installs
 
 
 def test_dockerfile_copies_only_what_the_app_needs(dockerfile: list[Instruction]) -> None:
@@ -179,11 +282,11 @@ def test_dockerfile_copies_only_what_the_app_needs(dockerfile: list[Instruction]
     assert sources == APP_FILES
 
 
-def test_dockerfile_exposes_80_and_checks_scim_health(dockerfile: list[Instruction]) -> None:
-    assert [i.args for i in dockerfile if i.keyword == "EXPOSE"] == ["80"]
+def test_dockerfile_exposes_the_app_port_and_checks_scim_health(dockerfile: list[Instruction]) -> None:
+    assert [i.args for i in dockerfile if i.keyword == "EXPOSE"] == [str(APP_PORT)]
     checks = [i.args for i in dockerfile if i.keyword == "HEALTHCHECK"]
     assert len(checks) == 1
-    assert "http://localhost/scim/health" in checks[0]
+    assert f"http://localhost:{APP_PORT}/scim/health" in checks[0]
     assert "urllib.request" in checks[0], "curl may be absent from the base image: use python's urllib"
 
 
@@ -443,7 +546,7 @@ def test_proxy_waits_for_a_healthy_app(compose: dict) -> None:
     services = compose["services"]
     assert services["proxy"]["depends_on"]["scim"]["condition"] == "service_healthy"
     probe = " ".join(services["scim"]["healthcheck"]["test"])
-    assert "http://localhost/scim/health" in probe
+    assert f"http://localhost:{APP_PORT}/scim/health" in probe
 
 
 def test_proxy_is_caddy_with_config_and_certificates_read_only(compose: dict) -> None:
@@ -540,7 +643,9 @@ def test_caddy_serves_tls_12_or_later_with_the_mounted_certificate() -> None:
 
 def test_caddy_proxies_only_scim_paths_to_the_app() -> None:
     blocks = caddy_blocks(caddyfile())
-    assert [line for _, line in blocks if line.startswith("reverse_proxy")] == ["reverse_proxy scim:80"]
+    assert [line for _, line in blocks if line.startswith("reverse_proxy")] == [
+        f"reverse_proxy scim:{APP_PORT}"
+    ]
     assert proxied_paths(caddyfile()) == [":443 > handle /scim/*"]
     fallback = [line for enclosing, line in blocks if enclosing == (":443", "handle")]
     assert fallback == ["respond 404"], "everything but /scim/* must be a 404"
