@@ -41,41 +41,23 @@ class CrashingRepository(TableRepository):
                 self.crashed = True
                 raise ServiceUnavailableError("injected crash")
 
-    async def read_reverse_edges(self, *args, **kwargs):
-        self._maybe_crash("read_reverse_edges")
-        return await super().read_reverse_edges(*args, **kwargs)
+    def __getattribute__(self, name: str):
+        attribute = super().__getattribute__(name)
+        if name not in CRASH_POINTS:
+            return attribute
 
-    async def write_reverse_edges(self, *args, **kwargs):
-        self._maybe_crash("write_reverse_edges")
-        return await super().write_reverse_edges(*args, **kwargs)
+        async def crashable(*args, **kwargs):
+            self._maybe_crash(name)
+            return await attribute(*args, **kwargs)
 
-    async def existing_member_edges(self, *args, **kwargs):
-        self._maybe_crash("existing_member_edges")
-        return await super().existing_member_edges(*args, **kwargs)
+        return crashable
 
-    async def mark_reverse_edges_pending(self, *args, **kwargs):
-        self._maybe_crash("mark_reverse_edges_pending")
-        return await super().mark_reverse_edges_pending(*args, **kwargs)
 
-    async def write_member_edges(self, *args, **kwargs):
-        self._maybe_crash("write_member_edges")
-        return await super().write_member_edges(*args, **kwargs)
-
-    async def delete_reverse_edges(self, *args, **kwargs):
-        self._maybe_crash("delete_reverse_edges")
-        return await super().delete_reverse_edges(*args, **kwargs)
-
-    async def delete_member_edges(self, *args, **kwargs):
-        self._maybe_crash("delete_member_edges")
-        return await super().delete_member_edges(*args, **kwargs)
-
-    async def mark_deleting(self, *args, **kwargs):
-        self._maybe_crash("mark_deleting")
-        return await super().mark_deleting(*args, **kwargs)
-
-    async def delete(self, *args, **kwargs):
-        self._maybe_crash("delete")
-        return await super().delete(*args, **kwargs)
+CRASH_POINTS = frozenset({
+    "read_reverse_edges", "write_reverse_edges", "existing_member_edges", "mark_reverse_edges_pending",
+    "write_member_edges", "delete_reverse_edges", "delete_member_edges", "mark_deleting", "delete",
+})  # fmt: skip
+"""The storage calls of the membership protocol a crash can interrupt."""
 
 
 def crashing(store, crash_at: str, call: int = 1) -> ScimClient:
