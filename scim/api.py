@@ -32,6 +32,7 @@ from scim.errors import (
     InvalidFilterError,
     InvalidSyntaxError,
     InvalidValueError,
+    LengthRequiredError,
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
@@ -537,7 +538,13 @@ def _one_or_list(documents: list[dict[str, Any]], wanted: str | None, what: str)
 
 
 def _json_body(request: Request) -> Any:
-    """Decode a JSON body; 415 for a non-JSON media type, 400 invalidSyntax for bad JSON."""
+    """Decode a JSON body; 415 for a non-JSON media type, 400 invalidSyntax for bad JSON.
+
+    A body announced by ``Transfer-Encoding`` that arrived empty was dropped by the Functions
+    host (it forwards bodies only with ``Content-Length > 0``): 411, saying to send the length.
+    """
+    if not request.body and request.header("transfer-encoding"):
+        raise LengthRequiredError()
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     if content_type and content_type not in _JSON_TYPES:
         raise UnsupportedMediaTypeError(

@@ -45,6 +45,7 @@ __all__ = [
     "InvalidPathError",
     "InvalidSyntaxError",
     "InvalidValueError",
+    "LengthRequiredError",
     "MethodNotAllowedError",
     "MutabilityError",
     "NoTargetError",
@@ -206,6 +207,22 @@ class PreconditionFailedError(ScimError):
 
     status = 412
     default_detail = "The resource has changed since the version given in If-Match."
+
+
+class LengthRequiredError(ScimError):
+    """A body was announced without ``Content-Length`` and did not arrive (RFC 9110 §15.5.12).
+
+    The Azure Functions host forwards a request body to the function only when
+    ``Content-Length > 0`` (Azure/azure-functions-host#4926, #7930): a chunked body is dropped
+    on the way, so the only fix is on the client's side.
+    """
+
+    status = 411
+    default_detail = (
+        "The request body did not arrive: it was sent without a Content-Length header "
+        "(chunked transfer encoding), which the Azure Functions host does not forward. "
+        "Send the body with a Content-Length header."
+    )
 
 
 class PayloadTooLargeError(ScimError):

@@ -5,24 +5,31 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from functions_host import FunctionsHost
+
+ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-secret-token-0123456789abcdef"
 NEXT_TOKEN = "next-secret-token-fedcba9876543210"
 
 
 @functools.cache
-def function_app_functions() -> list[Any]:
-    """``function_app.app.get_functions()``, computed once per process.
+def function_app_host() -> FunctionsHost:
+    """``function_app.py`` indexed by ``azure-functions-runtime`` and routed by the local host.
 
-    A second call on the same app raises ``ValueError`` (azure-notes §1.6), so
-    every test and the dev server share this list.
+    The runtime keeps one function app per process, and ``app.get_functions()`` may be called
+    only once per app (azure-notes §1.6): every test and the dev server share this host.
     """
-    import function_app
+    from functions_host import FunctionsHost
 
-    return list(function_app.app.get_functions())
+    host = FunctionsHost(ROOT)
+    host.start()
+    return host
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,9 @@
 
 Starts Azurite (unless ``SCIM_STORAGE_CONNECTION_STRING`` names a storage
 account), picks or generates the Secret Token, prints the Tenant URL and the
-token to paste into Entra, and serves ``function_app.py``'s triggers through
-the Functions host emulator on ``http://127.0.0.1:$PORT/scim/v2``.
+token to paste into Entra, and serves ``function_app.py`` through the local
+Functions host (:mod:`functions_host`: the real ``azure-functions-runtime``
+behind an emulation of the .NET host) on ``http://127.0.0.1:$PORT/scim/v2``.
 
 Environment: ``PORT`` (7071), ``HOST`` (127.0.0.1), ``SCIM_BEARER_TOKEN``
 (generated and kept in ``.scim-dev-token`` when unset), ``SCIM_STORAGE_CONNECTION_STRING``
@@ -16,20 +17,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import secrets
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from azure.functions.decorators.function_app import Function
-
+    from functions_host import Worker
     from tools.azurite import Azurite
-    from tools.devserver import HostEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_FILE = ROOT / ".scim-dev-token"
@@ -37,35 +36,18 @@ AZURITE_DATA = ROOT / ".azurite"
 
 log = logging.getLogger("tools.run")
 
-BODY_FRAMING_MARGIN = 64 * 1024
-"""Bytes the dev server accepts above ``SCIM_MAX_BODY_BYTES`` before refusing a body unread.
+HOST_LIMIT_FACTOR = 4
+"""``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`` is set to this many times ``SCIM_MAX_BODY_BYTES`` (as in Bicep).
 
-Bodies up to the limit plus this margin reach the app, whose own check gives the
-exact 413 message; anything larger is refused from its ``Content-Length``.
+Above the host's limit the host fails the request with an empty 500 before the app runs
+(Azure/azure-functions-host#10519); with the host's limit well above the app's, a body that is
+too large gets the app's SCIM 413, which says what the limit is.
 """
 
 
-def scim_emulator(functions: Iterable[Function], max_body_bytes: int) -> HostEmulator:
-    """The host emulator for ``function_app``: SCIM 413 (RFC 7644 §3.12) for bodies never read."""
-    import azure.functions as func
-
-    from scim.api import error_response
-    from scim.errors import PayloadTooLargeError
-    from tools.devserver import HostEmulator, read_route_prefix
-
-    limit = max_body_bytes + BODY_FRAMING_MARGIN
-    error = PayloadTooLargeError(
-        f"The body is larger than the limit of {max_body_bytes:,} bytes (SCIM_MAX_BODY_BYTES); "
-        "it was not read."
-    )
-    refused = error_response(error)
-    too_large = func.HttpResponse(body=refused.body, status_code=refused.status, headers=refused.headers)
-    return HostEmulator(
-        functions=functions,
-        route_prefix=read_route_prefix(ROOT / "host.json"),
-        max_body_bytes=limit,
-        too_large=too_large,
-    )
+def host_body_limit(max_body_bytes: int) -> int:
+    """The host body limit for an app limit of ``max_body_bytes``."""
+    return HOST_LIMIT_FACTOR * max_body_bytes
 
 
 def _token() -> tuple[str, str]:
@@ -81,7 +63,7 @@ def _token() -> tuple[str, str]:
     return token, f"generated, kept in {TOKEN_FILE.name}"
 
 
-def _banner(tenant_url: str, token: str, token_origin: str, storage: str) -> str:
+def _banner(tenant_url: str, token: str, token_origin: str, storage: str, runtime: str) -> str:
     rule = "-" * 72
     return "\n".join(
         [
@@ -91,6 +73,7 @@ def _banner(tenant_url: str, token: str, token_origin: str, storage: str) -> str
             f"  Tenant URL    {tenant_url}",
             f"  Secret Token  {token}   ({token_origin})",
             f"  Storage       {storage}",
+            f"  Runtime       {runtime}",
             "",
             "Try it:",
             f'  curl -H "Authorization: Bearer $(cat {TOKEN_FILE.name})" {tenant_url}/ServiceProviderConfig'
@@ -124,6 +107,22 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGHUP, interrupt)
 
 
+def _close_app(worker: Worker) -> None:
+    """Close the app's storage clients on the loop they were created on, then the worker."""
+    import function_app  # already imported by the runtime
+
+    try:
+        worker.run_coroutine(function_app.runtime.aclose(), timeout=10)
+    except Exception:
+        log.warning("closing the app's clients failed", exc_info=True)
+    worker.close()
+
+
+def _wait_for_interrupt() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
 def main() -> int:
     """Run until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -133,13 +132,19 @@ def main() -> int:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     _stop_on_sigterm()
+    from functions_host import RUNTIME_VERSION, FunctionsHost, HostStartupError, IndexingError, Listener
+    from functions_host.__main__ import quiet_runtime_logs
     from scim.config import ConfigurationError, Settings
-    from tools.devserver import serve
 
-    host = os.environ.get("HOST", "127.0.0.1")
+    quiet_runtime_logs()
+    address = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "7071"))
     token, token_origin = _token()
+    host = FunctionsHost(ROOT)
+    listener = Listener(host, address, port)  # a busy port fails here, before Azurite starts
     with contextlib.ExitStack() as stack:
+        stack.callback(listener.shutdown)
+        listener.start_thread()  # 503 until the app is indexed, as the host answers while starting
         connection_string = os.environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip()
         shared = ""
         if connection_string:
@@ -156,24 +161,35 @@ def main() -> int:
             storage = f"Azurite (tables {azurite.endpoint}, queues {queues.endpoint}; data in .azurite/)"
         os.environ["SCIM_STORAGE_CONNECTION_STRING"] = connection_string
         os.environ["SCIM_BEARER_TOKEN"] = token
-
-        import function_app  # reads SCIM_* settings on the first request
-
         try:
             max_body_bytes = Settings.from_env(os.environ).max_body_bytes
         except ConfigurationError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        emulator = scim_emulator(function_app.app.get_functions(), max_body_bytes)
-        shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - display only
-        print(_banner(f"http://{shown_host}:{port}/scim/v2", token, token_origin, storage), flush=True)
+        os.environ.setdefault("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", str(host_body_limit(max_body_bytes)))
+        try:
+            host.start()  # azure-functions-runtime imports and indexes function_app.py
+        except (IndexingError, HostStartupError, ValueError) as error:
+            print(f"error: function_app.py cannot start: {error}", file=sys.stderr)
+            return 1
+        worker = host.worker
+        assert worker is not None  # noqa: S101 - start() succeeded
+        stack.callback(_close_app, worker)
+        host.start_timers()
+        stack.callback(host.stop_timers)
+        shown_host = "127.0.0.1" if address in ("0.0.0.0", "") else address  # noqa: S104 - display only
+        runtime = (
+            f"azure-functions-runtime {RUNTIME_VERSION} on Python {platform.python_version()} "
+            "(the .NET host's part emulated by functions_host)"
+        )
+        tenant_url = f"http://{shown_host}:{listener.server.port}/scim/v2"
+        print(_banner(tenant_url, token, token_origin, storage, runtime), flush=True)
         if shared:
             print(
                 "For python -m scim check|audit|feed and the example consumer, in another shell:", flush=True
             )
             print(f"  {shared}", flush=True)
-        # The change-feed relay (a timer trigger) runs every second: events reach the queue promptly.
-        serve(emulator, host=host, port=port, on_shutdown=function_app.runtime.aclose, timer_interval=1.0)
+        _wait_for_interrupt()
     return 0
 
 

@@ -10,24 +10,26 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
+from functions_host import FunctionsHost, Listener
 from scim.api import Request, Response, ScimApi
 from scim.config import Settings, token_digest
 from scim.tables import TableRepository, connect
-from tests.conftest import NEXT_TOKEN, TOKEN, function_app_functions
+from tests.conftest import NEXT_TOKEN, TOKEN, function_app_host
 from tools.azurite import Azurite
-from tools.devserver import HostEmulator, read_route_prefix, serve_in_thread
+from tools.run import host_body_limit
 
 ROOT = Path(__file__).resolve().parents[2]
+_T = TypeVar("_T")
 
 
 @pytest.fixture(scope="session")
@@ -174,11 +176,16 @@ def scim(store: Store) -> ScimClient:
 
 @dataclass(frozen=True)
 class DevServer:
-    """The running dev server: its Tenant URL and its WSGI host emulator."""
+    """The running dev server: its Tenant URL and the local Functions host (a WSGI application)."""
 
     tenant_url: str
-    emulator: HostEmulator
+    host: FunctionsHost
     table_name: str
+
+    def run_coroutine(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coroutine`` on the event loop the app's ``async def`` functions run on."""
+        assert self.host.worker is not None
+        return self.host.worker.run_coroutine(coroutine)
 
 
 @pytest.fixture(scope="session")
@@ -187,9 +194,15 @@ def http_base_url(dev_server: DevServer) -> str:
     return dev_server.tenant_url
 
 
+async def _warm_up() -> None:
+    import function_app
+
+    function_app.runtime.api()
+
+
 @pytest.fixture(scope="session")
 def dev_server(storage_connection_string: str) -> Iterator[DevServer]:
-    """``function_app`` served over real HTTP by the dev server, as ``make run`` does."""
+    """``function_app`` served over real HTTP by the local Functions host, as ``make run`` does."""
     import function_app
 
     saved = dict(os.environ)
@@ -200,25 +213,22 @@ def dev_server(storage_connection_string: str) -> Iterator[DevServer]:
             "SCIM_TABLE_NAME": table_name,
             "SCIM_BEARER_TOKEN": TOKEN,
             "SCIM_BEARER_TOKEN_NEXT": NEXT_TOKEN,
+            # As in Bicep and the container: the host's limit well above the app's 1 MiB.
+            "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": str(host_body_limit(1_048_576)),
         }
     )
-    emulator = HostEmulator(
-        functions=function_app_functions(),
-        route_prefix=read_route_prefix(ROOT / "host.json"),
-        max_body_bytes=1_048_576,
-    )
-
-    async def warm_up() -> None:
+    host = function_app_host()  # azure-functions-runtime has indexed function_app.py
+    host.start()  # re-reads the app settings above
+    listener = Listener(host, port=0)
+    listener.start_thread()
+    server = DevServer(listener.url + "/scim/v2", host, table_name)
+    try:
         # Build the API now, while the SCIM_* variables are set: per-test
         # fixtures clear them, and the runtime reads them only once.
-        function_app.runtime.api()
-
-    try:
-        emulator.run_coroutine(warm_up())
-        with serve_in_thread(emulator) as base:
-            yield DevServer(base + "/scim/v2", emulator, table_name)
+        server.run_coroutine(_warm_up())
+        yield server
     finally:
-        emulator.run_coroutine(function_app.runtime.aclose())
-        emulator.close()
+        listener.shutdown()
+        server.run_coroutine(function_app.runtime.aclose())
         os.environ.clear()
         os.environ.update(saved)

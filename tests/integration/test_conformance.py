@@ -1,6 +1,6 @@
 """RFC 7643/7644 conformance, checked by scim2-tester with every check enabled.
 
-scim2-tester drives ``function_app`` through the dev server's host emulator
+scim2-tester drives ``function_app`` through the local Functions host (``functions_host``: the real runtime)
 (the same WSGI application the HTTP tests reach over sockets) and Azurite.
 """
 
@@ -21,7 +21,7 @@ NOT_YET: set[str] = set()
 
 def test_scim2_tester_finds_no_error(dev_server):
     client = WSGISCIMClient(
-        dev_server.emulator,
+        dev_server.host,
         base_url=dev_server.tenant_url,
         headers={"Authorization": f"Bearer {TOKEN}"},
     )

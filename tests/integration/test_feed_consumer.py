@@ -149,7 +149,7 @@ def run_consumer(connection_string: str, *arguments: str, stdin: str | None = No
 def relay_everything(dev_server) -> None:
     """What the timer trigger does, until the outbox is empty (other tests' changes included)."""
     for _ in range(1000):
-        report = dev_server.emulator.run_coroutine(function_app.runtime.relay_once())
+        report = dev_server.run_coroutine(function_app.runtime.relay_once())
         if not report.recorded:
             return
     raise AssertionError("the outbox never emptied")

@@ -1,7 +1,7 @@
-"""Entra's user lifecycle over real HTTP: function_app.py served by the dev server.
+"""Entra's user lifecycle over real HTTP: function_app.py served by the local Functions host.
 
-The Functions host itself cannot run here (no Core Tools), so the triggers are
-served by ``tools.devserver``, which routes like the host (azure-notes §2).
+The .NET Functions host cannot run here (no Core Tools): ``functions_host`` runs the real
+``azure-functions-runtime`` behind an emulation of the host's routing and HTTP conversion.
 Requests are sent the way Entra encodes them (form-style query, ``+`` for
 spaces, ``%22`` for quotes; no SCIM ``Accept`` header on GETs).
 """
@@ -160,3 +160,45 @@ def test_entra_group_lifecycle_over_http(client):
     assert client.delete(f"/Groups/{gid}").status_code == 204
     assert client.get(f"/Groups/{gid}").status_code == 404
     assert "groups" not in client.get(f"/Users/{members[2]}").json()
+
+
+def _user_body(user_name: str, padding: int = 0) -> bytes:
+    body = entra_user(user_name)
+    if padding:
+        body["nickName"] = "n" * padding
+    return httpx.Request("POST", "http://x", json=body).content
+
+
+def test_a_chunked_body_gets_411_saying_to_send_content_length(client):
+    """The host forwards a body only with Content-Length > 0 (azure-functions-host#4926): say so."""
+    user_name = f"chunked-{uuid.uuid4().hex[:8]}@example.com"
+    body = _user_body(user_name)
+    response = client.post(
+        "/Users", content=iter([body[:10], body[10:]]), headers={"Content-Type": "application/scim+json"}
+    )
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["detail"]
+    found = client.get("/Users", params={"filter": f'userName eq "{user_name}"'}).json()
+    assert found["totalResults"] == 0
+
+
+def test_a_body_over_the_app_limit_gets_the_scim_413_not_the_hosts_500(client):
+    """The host's limit is 4 × SCIM_MAX_BODY_BYTES (as in Bicep), so the app's 413 is what clients see."""
+    response = client.post(
+        "/Users",
+        content=_user_body("big@example.com", 1_200_000),
+        headers={"Content-Type": "application/scim+json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"].endswith("the limit is 1,048,576.")
+
+
+def test_a_body_over_the_host_limit_is_the_hosts_empty_500(client):
+    """Above FUNCTIONS_REQUEST_BODY_SIZE_LIMIT the host fails the request unread (azure-functions-host#10519)."""
+    response = client.post(
+        "/Users",
+        content=_user_body("huge@example.com", 4_200_000),
+        headers={"Content-Type": "application/scim+json"},
+    )
+    assert (response.status_code, response.content) == (500, b"")

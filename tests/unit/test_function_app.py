@@ -1,4 +1,4 @@
-"""function_app.py: the route table, and triggers called with a real func.HttpRequest.
+"""function_app.py: the route table as azure-functions-runtime indexes it, and triggers called directly.
 
 No storage is touched: discovery and authentication failures never reach it,
 and the table client is created lazily without network.
@@ -6,7 +6,6 @@ and the table client is created lazily without network.
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import azure.functions as func
@@ -15,24 +14,25 @@ import pytest
 import function_app
 from scim.config import Settings, token_digest
 from scim.runtime import ROUTES, Runtime
-from tests.conftest import TOKEN, function_app_functions
-from tools.devserver import HostEmulator
+from tests.conftest import TOKEN, function_app_host
 
 BASE = "http://localhost:7071/scim/v2"
 ALL = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def route_table():
+    """Each HTTP trigger's route, methods and auth level, as the runtime reported them to the host."""
+    worker = function_app_host().worker
     table = {}
-    for function in function_app_functions():
-        if not function.is_http_function():
+    for function in worker.functions:
+        trigger = function.trigger
+        if trigger["type"] != "httpTrigger":
             continue
-        trigger = function.get_trigger()
-        table[function.get_function_name()] = (
-            trigger.route,
-            tuple(m.value if hasattr(m, "value") else str(m) for m in trigger.methods),
-            trigger.auth_level.value,
-            inspect.iscoroutinefunction(function.get_user_function()),
+        table[function.name] = (
+            trigger["route"],
+            tuple(trigger["methods"]),
+            trigger["authLevel"].lower(),
+            function.is_async,
         )
     return table
 
@@ -57,11 +57,12 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
 
 
 def test_the_change_feed_relay_is_one_async_timer_trigger():
-    (timer,) = [f for f in function_app_functions() if not f.is_http_function()]
-    trigger = timer.get_trigger()
-    assert (timer.get_function_name(), type(trigger).__name__) == ("change_feed_relay", "TimerTrigger")
-    assert trigger.schedule == "*/10 * * * * *"  # NCRONTAB with seconds: every 10 s
-    assert inspect.iscoroutinefunction(timer.get_user_function())
+    worker = function_app_host().worker
+    (timer,) = [f for f in worker.functions if f.trigger["type"] != "httpTrigger"]
+    assert (timer.name, timer.trigger["type"]) == ("change_feed_relay", "timerTrigger")
+    assert timer.trigger["schedule"] == "*/10 * * * * *"  # NCRONTAB with seconds: every 10 s
+    assert timer.trigger["useMonitor"] is False  # no schedule blobs in AzureWebJobsStorage
+    assert timer.is_async
 
 
 @pytest.mark.parametrize(
@@ -87,8 +88,7 @@ def test_the_change_feed_relay_is_one_async_timer_trigger():
 )
 def test_host_order_routes_every_request_to_its_trigger(method, path, function):
     """The host tries routes in function-name order (azure-notes §1.2): the catch-all must come last."""
-    emulator = HostEmulator(functions=function_app_functions(), route_prefix="scim")
-    resolved = emulator.resolve(method, path)
+    resolved = function_app_host().routes.resolve(method, path)
     assert resolved is not None and resolved[0].function_name == function
 
 

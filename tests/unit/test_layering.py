@@ -214,3 +214,36 @@ def test_the_request_path_reaches_nothing_that_does_io():
             assert not within(loaded, IO_MODULES), (name, "loads", loaded)
             libraries = {n for n in modules[loaded].imports if within(n, IO_LIBRARIES)}
             assert not libraries, (name, "loads", loaded, libraries)
+
+
+def host_graph() -> dict[str, Module]:
+    """The local Functions host's modules (``functions_host/``)."""
+    return {
+        module.name: module
+        for module in (parse(path) for path in sorted((ROOT / "functions_host").rglob("*.py")))
+    }
+
+
+def test_the_local_host_knows_nothing_of_the_app():
+    """functions_host serves any v2 app folder: it imports neither scim nor function_app."""
+    modules = host_graph()
+    assert {"functions_host.server", "functions_host.worker", "functions_host.routing"} <= set(modules)
+    for module in modules.values():
+        found = {
+            n for n in module.imports | module.typing_only if within(n, ("scim", "function_app", "tools"))
+        }
+        assert not found, (module.name, found)
+
+
+def test_only_the_worker_module_drives_the_python_runtime():
+    """azure_functions_runtime is reached through functions_host.worker alone; never from scim."""
+    everything = {**graph(), **host_graph()}
+    for module in everything.values():
+        found = {n for n in module.imports | module.typing_only if within(n, "azure_functions_runtime")}
+        if module.name == "functions_host.worker":
+            assert found, "functions_host.worker must drive azure_functions_runtime"
+        else:
+            assert not found, (module.name, found)
+        assert module.name.startswith("functions_host") or not any(
+            within(n, "functions_host") for n in module.imports | module.typing_only
+        ), module.name
