@@ -1,19 +1,24 @@
 # The SCIM endpoint on the Azure Functions runtime, for running on-premises next to the
 # Microsoft Entra provisioning agent: see docs/deploy-on-premises.md and deploy/on-premises/.
 #
-# Base image: the official Functions image for Python 3.12. The 3.12 and 3.13 images are built
-# on Debian 12 (bookworm); 4-python3.11 is still Debian 11 (bullseye), out of security support.
-# requirements.in keeps azure-functions>=1.26,<2: 1.26 supports Python 3.10-3.12, and every 2.x
-# needs 3.13; requirements.txt locks it and every other package by version and hash.
+# Base image: the official Functions image for Python 3.13, built on Debian 12 (bookworm), like
+# 3.12; 4-python3.11 is still Debian 11 (bullseye), out of security support. From Python 3.13
+# the Python execution engine is the PyPI package azure-functions-runtime, loaded by a proxy
+# worker that ships with the host; requirements.txt pins it (1.3.0), with azure-functions 2.x
+# (the library line for Python >= 3.13: 1.x stops at 3.12), and locks every package by version
+# and hash ("runtime versioning", Microsoft Learn: Python 3.13+ changes in Azure Functions).
+# Not verified here (no image could be pulled): that the image's proxy worker loads the pinned
+# engine rather than one the base image may bundle; check `pip show azure-functions-runtime`
+# and the host's start-up log in a built container.
 #
 # The image is pinned by tag only: its digest could not be read where this file was written (the
 # registry was unreachable). Pin it by digest on a machine that can pull, so that a rebuild
 # cannot silently change the host, and move the pin deliberately with each monthly base image:
-#   docker pull mcr.microsoft.com/azure-functions/python:4-python3.12
-#   docker image inspect --format '{{index .RepoDigests 0}}' mcr.microsoft.com/azure-functions/python:4-python3.12
-#   FROM mcr.microsoft.com/azure-functions/python:4-python3.12@sha256:<digest>
+#   docker pull mcr.microsoft.com/azure-functions/python:4-python3.13
+#   docker image inspect --format '{{index .RepoDigests 0}}' mcr.microsoft.com/azure-functions/python:4-python3.13
+#   FROM mcr.microsoft.com/azure-functions/python:4-python3.13@sha256:<digest>
 # (tests/unit/test_container.py accepts the tag with or without the digest.)
-FROM mcr.microsoft.com/azure-functions/python:4-python3.12
+FROM mcr.microsoft.com/azure-functions/python:4-python3.13
 
 LABEL org.opencontainers.image.title="scim-entra-functions" \
       org.opencontainers.image.description="SCIM 2.0 endpoint for Microsoft Entra ID provisioning (Azure Functions, Table Storage)" \

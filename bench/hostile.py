@@ -4,8 +4,10 @@ FILE: hostile.py
 DESCRIPTION:
     What the largest requests the limits allow cost, and whether the endpoint keeps answering
     while one runs (issue 14 item 2; DESIGN §11). Served as ``make run`` serves it:
-    ``function_app.py`` in the Functions host emulator (``tools.devserver``) over loopback HTTP,
-    backed by Azurite (in memory).
+    ``function_app.py`` through the local Functions host (``functions_host``: the real
+    ``azure-functions-runtime`` behind an emulation of the .NET host) over loopback HTTP, backed by
+    Azurite (in memory). The host's own body limit (``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``, 100 MB by
+    default) must stay above ``SCIM_MAX_BODY_BYTES``, else the host's empty 500 hides the app's 413.
 
     Each scenario sends one request (a fresh resource for each) while a prober thread sends
     ``GET /Users/{id}`` (Entra's read) every 20 ms, and reports the request's wall time, the
@@ -54,9 +56,9 @@ import httpx
 
 import scim.api
 import scim.service
+from functions_host import FunctionsHost, serve_in_thread
 from scim.limits import MAX_MULTI_VALUES, MAX_PATCH_OPERATIONS, MAX_PATCH_WORK, patch_work
 from tools.azurite import Azurite
-from tools.devserver import HostEmulator, read_route_prefix, request_body_limit, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -219,7 +221,11 @@ def scenarios(client: httpx.Client) -> Iterator[tuple[str, Callable[[], Any]]]:
 
 @contextlib.contextmanager
 def endpoint(token: str, on_loop: bool) -> Iterator[str]:
-    """Azurite + ``function_app`` in the host emulator over loopback HTTP; yields the Tenant URL."""
+    """Azurite + ``function_app`` through the local Functions host over loopback; yields the Tenant URL.
+
+    ``off_loop`` is replaced (``--on-loop``) before the runtime indexes the app, so every request
+    sees the replacement; the runtime imports ``function_app`` by name and gets this module.
+    """
     with contextlib.ExitStack() as stack:
         azurite = stack.enter_context(Azurite())
         os.environ["SCIM_STORAGE_CONNECTION_STRING"] = azurite.connection_string
@@ -234,17 +240,19 @@ def endpoint(token: str, on_loop: bool) -> Iterator[str]:
             stack.enter_context(mock.patch.object(scim.api, "off_loop", inline))
         import function_app
 
-        emulator = HostEmulator(function_app.app, route_prefix=read_route_prefix(ROOT / "host.json"))
-        emulator.max_body_bytes = request_body_limit(os.environ)
+        host = FunctionsHost(ROOT)
+        host.start()  # azure-functions-runtime indexes function_app.py
+        worker = host.worker
+        assert worker is not None
 
         def close() -> None:
             try:
-                emulator.run_coroutine(function_app.runtime.aclose())
+                worker.run_coroutine(function_app.runtime.aclose())
             finally:
-                emulator.close()
+                worker.close()
 
         stack.callback(close)
-        base = stack.enter_context(serve_in_thread(emulator))
+        base = stack.enter_context(serve_in_thread(host))
         yield base + "/scim/v2"
 
 

@@ -9,7 +9,8 @@ DESCRIPTION:
     Each server runs in its own subprocess (``python -m bench.reference --serve KIND``), served by
     the same threaded werkzeug server on a free loopback port, without access log:
 
-    - ours: ``function_app.py``'s triggers in the Functions host emulator (``tools.devserver``),
+    - ours: ``function_app.py``'s triggers through the local Functions host (``functions_host``: the real
+      ``azure-functions-runtime`` behind an emulation of the .NET host),
       as ``make run`` serves them, over Azurite (in memory; a separate Node process started here);
     - reference: ``scim2-server``'s WSGI application (``BearerTokenApplication`` over
       ``InMemoryStorage``, default schemas and resource types, a static bearer token), as its
@@ -99,7 +100,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_PACKAGE = "scim2-server"
 KINDS = ("reference", "ours")
 LABELS = {
-    "ours": "ours (function_app + host emulator + Azurite)",
+    "ours": "ours (function_app + local Functions host + Azurite)",
     "reference": "reference (scim2-server, in memory)",
 }
 
@@ -206,20 +207,22 @@ def _quiet_handler() -> Any:
 
 
 def _build_ours() -> tuple[Any, str, Callable[[], None]]:
-    """``function_app`` in the host emulator; settings come from the SCIM_* environment."""
+    """``function_app`` through the local Functions host (the real runtime); settings from SCIM_*."""
     import function_app
-    from tools.devserver import HostEmulator, read_route_prefix, request_body_limit
+    from functions_host import FunctionsHost
 
-    emulator = HostEmulator(function_app.app, route_prefix=read_route_prefix(ROOT / "host.json"))
-    emulator.max_body_bytes = request_body_limit(os.environ)  # as tools.devserver.serve does
+    host = FunctionsHost(ROOT)
+    host.start()  # azure-functions-runtime indexes function_app.py
+    worker = host.worker
+    assert worker is not None
 
     def close() -> None:
         try:
-            emulator.run_coroutine(function_app.runtime.aclose())
+            worker.run_coroutine(function_app.runtime.aclose())
         finally:
-            emulator.close()
+            worker.close()
 
-    return emulator, "/scim/v2", close
+    return host, "/scim/v2", close
 
 
 def _build_reference(token: str) -> tuple[Any, str, Callable[[], None]]:

@@ -6,11 +6,12 @@ DESCRIPTION:
     with 50,000 users, and what does a 10,000-member group cost?
 
     One Azurite (in memory), one table. ``scim.api.ScimApi`` is driven directly (no HTTP: the
-    service + storage path), and with ``--http`` also over loopback HTTP (``function_app`` in the
-    Functions host emulator, as ``make run`` serves it). Users are loaded through the service's
-    create (``UserService.create`` → ``TableRepository.create``: one transaction per user with its
-    ``userName`` and ``externalId`` index rows), 32 at a time, with progress on stderr. The table
-    grows from one size to the next (1,000 users, then 49,000 more).
+    service + storage path), and with ``--http`` also over loopback HTTP (``function_app`` through
+    the local Functions host, the real ``azure-functions-runtime``, as ``make run`` serves it).
+    Users are loaded through the service's create (``UserService.create`` →
+    ``TableRepository.create``: one transaction per user with its ``userName`` and ``externalId``
+    index rows), 32 at a time, with progress on stderr. The table grows from one size to the next
+    (1,000 users, then 49,000 more).
 
     At each size, for ``--samples`` random users (sequentially, after a short warm-up):
     ``filter=userName eq "…"`` (a hit), ``GET /Users/{id}`` and a PATCH replacing ``active``.
@@ -37,7 +38,7 @@ USAGE:
     --sizes           comma-separated user counts, ascending (default 1000,50000; quicker: 1000,10000)
     --samples         random users per operation and size (default 500)
     --group-size      members of the large group (default 10000; 0 skips the group)
-    --http            also measure over loopback HTTP (function_app in the host emulator)
+    --http            also measure over loopback HTTP (function_app through the local Functions host)
     --concurrency     concurrent creates while loading (default 32)
     --budget-minutes  skip sizes whose loading would end later than this (default 30)
     --seed            random seed of the user samples (default 8)
@@ -198,7 +199,7 @@ class Direct:
 
 
 class Http:
-    """Sends requests over loopback HTTP to ``function_app`` in the host emulator."""
+    """Sends requests over loopback HTTP to ``function_app`` through the local Functions host."""
 
     name = "http"
 
@@ -215,11 +216,16 @@ class Http:
 
 @contextlib.contextmanager
 def http_driver(connection_string: str, token: str, meter: StorageMeter) -> Iterator[Http]:
-    """``function_app`` served over loopback by the host emulator, its table client metered."""
+    """``function_app`` served over loopback by the local Functions host, its table client metered.
+
+    The runtime indexes ``function_app`` when the host starts (once per process: one app per
+    process); the table client is built on the first request, so patching ``scim.tables.connect``
+    before that is enough.
+    """
     import httpx
 
     import function_app
-    from tools.devserver import HostEmulator, read_route_prefix, request_body_limit, serve_in_thread
+    from functions_host import FunctionsHost, serve_in_thread
 
     settings = {
         "SCIM_STORAGE_CONNECTION_STRING": connection_string,
@@ -232,19 +238,21 @@ def http_driver(connection_string: str, token: str, meter: StorageMeter) -> Iter
         # open_repository calls the name in scim.tables when the runtime builds (first request).
         mock.patch.object(scim.tables, "connect", metered_connect(meter)),
     ):
-        emulator = HostEmulator(function_app.app, route_prefix=read_route_prefix(ROOT / "host.json"))
-        emulator.max_body_bytes = request_body_limit(os.environ)
+        host = FunctionsHost(ROOT)
+        host.start()  # azure-functions-runtime indexes function_app.py
+        worker = host.worker
+        assert worker is not None
         try:
             with (
-                serve_in_thread(emulator) as base,
+                serve_in_thread(host) as base,
                 httpx.Client(base_url=base + "/scim/v2", headers=headers, timeout=60.0) as client,
             ):
                 yield Http(client)
         finally:
             try:
-                emulator.run_coroutine(function_app.runtime.aclose())
+                worker.run_coroutine(function_app.runtime.aclose())
             finally:
-                emulator.close()
+                worker.close()
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -696,7 +704,7 @@ def print_user_table(report: dict[str, Any]) -> None:
                 )
     print("  trips = storage round trips per operation; storage p50 = median time inside them;")
     print("  own p50 = median of (latency - storage time): the service, the Table SDK's request building and")
-    print("  response parsing (multipart for transactions), and with --http the HTTP + emulator hop")
+    print("  response parsing (multipart for transactions), and with --http the HTTP + Functions host hop")
 
 
 def print_round_trips(report: dict[str, Any]) -> None:

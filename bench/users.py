@@ -4,7 +4,8 @@ FILE: users.py
 DESCRIPTION:
     Benchmark of Microsoft Entra's user provisioning cycle against the SCIM endpoint, over real
     HTTP on loopback, served exactly as ``make run`` serves it: ``function_app.py``'s triggers in
-    the Functions host emulator (``tools.devserver``), backed by Azurite (in memory).
+    the local Functions host (``functions_host``: the real ``azure-functions-runtime`` behind an
+    emulation of the .NET host), backed by Azurite (in memory).
 
     For each of N users, C worker threads (each with its own ``httpx.Client``) send what Entra
     sends: probe (filter on a random GUID), match (0 results), create (Entra's *Create User*
@@ -57,10 +58,10 @@ from azure.data.tables.aio import TableClient
 
 import scim.runtime
 import scim.tables
+from functions_host import FunctionsHost, serve_in_thread
 from scim.api import Request, Response
 from scim.config import Settings
 from tools.azurite import Azurite
-from tools.devserver import HostEmulator, read_route_prefix, request_body_limit, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -444,7 +445,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def endpoint(token: str, policy: RoundTrips) -> Iterator[str]:
-    """Azurite + ``function_app`` in the host emulator over loopback HTTP; yields the Tenant URL."""
+    """Azurite + ``function_app`` through the local Functions host over loopback; yields the Tenant URL."""
     with contextlib.ExitStack() as stack:
         azurite = stack.enter_context(Azurite())
         os.environ["SCIM_STORAGE_CONNECTION_STRING"] = azurite.connection_string
@@ -455,17 +456,19 @@ def endpoint(token: str, policy: RoundTrips) -> Iterator[str]:
         import function_app
 
         function_app.runtime = AttributingRuntime(lambda: Settings.from_env(os.environ))
-        emulator = HostEmulator(function_app.app, route_prefix=read_route_prefix(ROOT / "host.json"))
-        emulator.max_body_bytes = request_body_limit(os.environ)  # as tools.devserver.serve does
+        host = FunctionsHost(ROOT)
+        host.start()  # azure-functions-runtime indexes function_app.py
+        worker = host.worker
+        assert worker is not None
 
         def close() -> None:
             try:
-                emulator.run_coroutine(function_app.runtime.aclose())
+                worker.run_coroutine(function_app.runtime.aclose())
             finally:
-                emulator.close()
+                worker.close()
 
         stack.callback(close)
-        base = stack.enter_context(serve_in_thread(emulator))
+        base = stack.enter_context(serve_in_thread(host))
         yield base + "/scim/v2"
 
 

@@ -45,6 +45,11 @@ param schemaFile string = ''
 @description('What the app does with an attribute no built-in or declared schema has: reject (400 naming it) or ignore (drop it, and list it in the log line and the audit record).')
 param unknownAttributes string = 'reject'
 
+@minValue(1024)
+@maxValue(26214400)
+@description('Largest request body the app accepts (SCIM_MAX_BODY_BYTES, bytes; a SCIM 413 above it). The Functions host limit, FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, is set to 4 x this value (app/api.bicep), so at most 25 MiB: 4 x 25 MiB is the 100 MB request length of Azure Functions.')
+param scimMaxBodyBytes int = 1048576
+
 @minValue(1)
 @maxValue(1000)
 @description('Most instances the app scales out to. SCIM traffic from Entra is modest; this also bounds the load on the table.')
@@ -127,6 +132,7 @@ module api 'app/api.bicep' = {
     scimEntraTenantId: scimEntraTenantId
     schemaFile: schemaFile
     unknownAttributes: unknownAttributes
+    scimMaxBodyBytes: scimMaxBodyBytes
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     alwaysReadyInstanceCount: alwaysReadyInstanceCount

@@ -1,4 +1,4 @@
-// The function app: Flex Consumption (FC1, Linux), Python 3.12, one user-assigned identity for the host and
+// The function app: Flex Consumption (FC1, Linux), Python 3.13, one user-assigned identity for the host and
 // the code (host storage, the SCIM table, the change-feed queue, Key Vault references, Application
 // Insights) and a second one for the deployment package only.
 
@@ -56,6 +56,9 @@ param schemaFile string
 @description('reject or ignore: what the app does with an attribute no schema declares.')
 param unknownAttributes string
 
+@description('Largest request body the app accepts (SCIM_MAX_BODY_BYTES).')
+param scimMaxBodyBytes int
+
 @description('Most instances the app scales out to.')
 param maximumInstanceCount int
 
@@ -64,6 +67,12 @@ param instanceMemoryMB int
 
 @description('Always-ready instances for the HTTP triggers (0 = scale to zero).')
 param alwaysReadyInstanceCount int
+
+// The host's own body limit, comfortably above the app's. A body over FUNCTIONS_REQUEST_BODY_SIZE_LIMIT fails
+// while the host reads it, inside the invocation, and the client gets an empty 500, not a 413
+// (Azure/azure-functions-host#10519, open). With the host's limit 4 x the app's, a body that is too large reaches
+// the app, whose SCIM 413 says what the limit is; the host's limit still stops anything far larger.
+var hostBodySizeLimit = 4 * scimMaxBodyBytes
 
 var alwaysReadyHttp = [
   {
@@ -130,10 +139,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         // `http` is the always-ready group of every HTTP trigger.
         alwaysReady: alwaysReadyInstanceCount > 0 ? alwaysReadyHttp : []
       }
-      // Flex takes the runtime here; FUNCTIONS_WORKER_RUNTIME and friends are not app settings on Flex.
+      // Flex takes the runtime here; FUNCTIONS_WORKER_RUNTIME and friends are not app settings on Flex. On 3.13
+      // the Python execution engine is azure-functions-runtime, pinned in requirements.txt (runtime versioning).
       runtime: {
         name: 'python'
-        version: '3.12'
+        version: '3.13'
       }
     }
   }
@@ -146,7 +156,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   name: 'appsettings'
   properties: {
     // Host storage through the identity, no connection string. Blob only: HTTP triggers need no queues, and
-    // the timer trigger (change_feed_relay) takes its lock with a blob lease.
+    // with host blob storage the timer trigger (change_feed_relay) takes its singleton lock as a blob lease
+    // (without it, the host would fall back to an in-memory lock, which does not hold across instances).
     AzureWebJobsStorage__blobServiceUri: blobEndpoint
     AzureWebJobsStorage__credential: 'managedidentity'
     AzureWebJobsStorage__clientId: identityClientId
@@ -154,8 +165,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
     // DefaultAzureCredential in the SCIM code picks the user-assigned identity by this client id.
     AZURE_CLIENT_ID: identityClientId
-    // The host rejects larger bodies before Python sees them (SCIM_MAX_BODY_BYTES keeps its default, the same).
-    FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: '1048576'
+    // The app's body limit and the host's, 4 x larger (hostBodySizeLimit above): the app's SCIM 413 fires first.
+    SCIM_MAX_BODY_BYTES: string(scimMaxBodyBytes)
+    FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(hostBodySizeLimit)
     // The SCIM settings: every name here is documented in README.md's configuration table.
     SCIM_STORAGE_TABLE_ENDPOINT: tableEndpoint
     SCIM_TABLE_NAME: tableName

