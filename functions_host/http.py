@@ -16,6 +16,7 @@ Extensions``/``HttpRequestExtensions`` and Kestrel; azure-notes §6.2 unless mar
   a chunked request (``Transfer-Encoding``, no length) reaches the function with an empty body.
   The body goes as raw bytes whatever its content type (``RawHttpBodyBytes``);
 - **response**: the status code and headers as the function set them (``Content-Type`` verbatim;
+  ``Set-Cookie`` headers, which ``azure.functions`` moves into ``cookies``, sent back as headers;
   ``azure.functions`` itself adds ``text/plain; charset=utf-8`` when none is set), the body as
   bytes. A function that returned a ``str`` answers 200 with ``text/plain; charset=utf-8`` and
   one that returned nothing 204 [I: from the worker's converters, not a run of the real host].
@@ -114,6 +115,8 @@ def response_from_datum(datum: Datum | None) -> HostResponse:
         for name, header in value["headers"].items()
         if name.lower() != "content-length"
     ]
+    for cookie in value.get("cookies") or ():  # azure.functions moves Set-Cookie headers here
+        headers.extend(("Set-Cookie", morsel.OutputString()) for morsel in cookie.values())
     body = value["body"].value if value.get("body") is not None else b""
     if isinstance(body, str):
         body = body.encode()

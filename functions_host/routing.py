@@ -14,9 +14,11 @@ Rules, each from the Functions host's published source (azure-notes §6.2) unles
 - a method constraint exists only when ``methods`` is set, and it matches exactly the listed
   methods: no HEAD-for-GET, no OPTIONS (a request for those gets the host's empty 404);
 - one trailing slash is ignored (ASP.NET routing);
-- start-up refuses a route that begins with ``admin`` or ``runtime`` (the host's own API), two
-  functions with the same route and overlapping methods, and a function name that does not match
-  ``^[a-z][a-z0-9_\-]{0,127}$`` (case-insensitive) (``HttpRoutesConfig``/``FunctionMetadataManager``).
+- at start-up, a function whose route begins with ``admin`` or ``runtime`` (the host's own API),
+  whose route and methods overlap those of a function before it, or whose name does not match
+  ``^[a-z][a-z0-9_\-]{0,127}$`` (case-insensitive) is put "in error": logged, not routed, while
+  the other functions are served (``ScriptHost.ValidateFunction``, ``GetFunctionDescriptors``,
+  ``FunctionMetadataManager``).
 
 Routing sees the path as Kestrel decodes it: percent escapes decoded except ``%2F``, which stays
 ``%2F`` inside its segment (:func:`routing_path`).
@@ -25,7 +27,7 @@ Routing sees the path as Kestrel decodes it: percent escapes decoded except ``%2
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -227,6 +229,13 @@ def _join_template(prefix: str, route: str) -> str:
     return "/".join(part for part in (prefix.strip("/"), route.strip("/")) if part)
 
 
+def _conflict(first: Route, second: Route) -> bool:
+    """Same template (ignoring case) and at least one method in common (``HttpRoutesConflict``)."""
+    if first.template.lower() != second.template.lower():
+        return False
+    return bool((first.methods or _ALL_METHODS) & (second.methods or _ALL_METHODS))
+
+
 def _methods(trigger: Mapping[str, Any]) -> frozenset[str] | None:
     methods = trigger.get("methods")
     if not methods:
@@ -242,43 +251,54 @@ class RouteTable:
             trigger binding is the JSON object the runtime reported (``route``, ``methods``).
         route_prefix: host.json ``extensions.http.routePrefix``.
 
+    Attributes:
+        routes: The routes, in the order they are tried.
+        errors: ``{function name: reason}`` for the functions the host puts "in error" and does not
+            route — an invalid name, a reserved route, a route and methods that conflict with an
+            earlier function's. As in the host (``ScriptHost.GetFunctionDescriptors`` logs the
+            validation error and goes on), the other functions are served.
+
     Raises:
-        HostStartupError: a rule the host enforces at start-up is broken (see the module doc).
+        HostStartupError: a template uses syntax this host does not implement (our limit).
     """
 
     def __init__(self, functions: Iterable[tuple[str, Mapping[str, Any], Any]], route_prefix: str) -> None:
-        routes: list[Route] = []
+        self.errors: dict[str, str] = {}
+        candidates: list[Route] = []
         for name, trigger, function in functions:
-            if not _FUNCTION_NAME.fullmatch(name):
-                raise HostStartupError(
-                    f"the function name {name!r} is invalid (^[a-z][a-z0-9_\\-]{{0,127}}$)"
-                )
             route = str(trigger.get("route") or name)
+            if not _FUNCTION_NAME.fullmatch(name):
+                self.errors[name] = f"the function name {name!r} is invalid (^[a-z][a-z0-9_\\-]{{0,127}}$)"
+                continue
             if route.strip("/").lower().startswith(_RESERVED_PREFIXES):
-                raise HostStartupError(f"function {name!r}: the route {route!r} is reserved (admin, runtime)")
+                self.errors[name] = (
+                    f"the route {route!r} conflicts with the host's built-in routes (admin, runtime)"
+                )
+                continue
             template = _join_template(route_prefix, route)
             pattern, parameters = _compile_template(template)
             methods = _methods(trigger)
-            routes.append(
+            candidates.append(
                 Route(name, template, methods, str(trigger.get("name", "req")), function, pattern, parameters)
             )
         # StringComparer.OrdinalIgnoreCase: compare the upper-cased names ordinally.
-        self.routes: tuple[Route, ...] = tuple(sorted(routes, key=lambda route: route.function_name.upper()))
-        self._refuse_conflicts()
+        ordered = sorted(candidates, key=lambda route: route.function_name.upper())
+        self.routes: tuple[Route, ...] = tuple(self._without_conflicts(ordered))
 
-    def _refuse_conflicts(self) -> None:
-        seen: dict[str, Route] = {}
-        for route in self.routes:
-            key = route.template.lower()
-            other = seen.get(key)
-            if other is not None:
-                overlap = (other.methods or _ALL_METHODS) & (route.methods or _ALL_METHODS)
-                if overlap:
-                    raise HostStartupError(
-                        f"functions {other.function_name!r} and {route.function_name!r} have the same route "
-                        f"{route.template!r} and methods {sorted(overlap)}"
-                    )
-            seen.setdefault(key, route)
+    def _without_conflicts(self, ordered: list[Route]) -> Iterator[Route]:
+        """Each route unless its template and methods overlap those of any route kept before it."""
+        kept: list[Route] = []
+        for route in ordered:
+            clash = next((other for other in kept if _conflict(other, route)), None)
+            if clash is not None:
+                overlap = sorted((clash.methods or _ALL_METHODS) & (route.methods or _ALL_METHODS))
+                self.errors[route.function_name] = (
+                    f"the route {route.template!r} with methods {overlap} is already used by function "
+                    f"{clash.function_name!r}"
+                )
+                continue
+            kept.append(route)
+            yield route
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The first route, in function-name order, whose template and method constraint match."""

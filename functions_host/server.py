@@ -12,6 +12,8 @@ Host rules applied here (azure-notes §6.2; the routing and conversion rules are
   not invoked. Keep the limit comfortably above the app's own so the app's 413 is what clients see;
 - a function that raises, or whose invocation exceeds host.json ``functionTimeout``, gives an
   empty **500** (the runtime logs the traceback);
+- an invalid ``Host`` header is a **400** (Kestrel), and an absolute-form request target
+  (``GET http://host/path``) is routed by its path (RFC 9112 §3.2.2);
 - host.json ``customHeaders`` are added to every response, 404, 500 and 503 included (a header
   the function set itself is kept);
 - a request that announces a body without a length (``Transfer-Encoding: chunked``) is routed
@@ -37,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -133,6 +136,8 @@ class FunctionsHost:
         enabled = [function for function in worker.functions if not is_disabled(function.name, environ)]
         http = [(f.name, f.trigger, f) for f in enabled if f.trigger.get("type") == "httpTrigger"]
         routes = RouteTable(http, self.config.route_prefix)
+        for name, reason in routes.errors.items():
+            logger.error("function %s is in error and not served: %s", name, reason)
         timers = [
             (f, Schedule.parse(str(f.trigger.get("schedule", ""))), bool(f.trigger.get("runOnStartup")))
             for f in enabled
@@ -167,8 +172,7 @@ class FunctionsHost:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one WSGI request."""
         started = time.perf_counter()
-        raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
-        raw_path = raw_path.split("?", 1)[0]
+        raw_path = _request_path(environ)
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         try:
             response = self._dispatch(environ, method, raw_path)
@@ -191,6 +195,7 @@ class FunctionsHost:
         return [*headers, *extra]
 
     def _dispatch(self, environ: WSGIEnvironment, method: str, raw_path: str) -> HostResponse:
+        host = _host(environ)  # Kestrel refuses a bad Host before the host sees the request
         if not self.started.is_set() or self.routes is None or self.worker is None:
             raise _RefusedError(503)
         found = self.routes.resolve(method, routing_path(raw_path))
@@ -201,9 +206,7 @@ class FunctionsHost:
         datum = request_datum(
             method=method,
             scheme=str(environ.get("wsgi.url_scheme", "http")),
-            host=str(
-                environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
-            ),
+            host=host,
             raw_path=raw_path,
             raw_query=str(environ.get("QUERY_STRING", "")),
             headers=_request_headers(environ),
@@ -275,6 +278,40 @@ def _content_length(environ: WSGIEnvironment) -> int | None:
     if not raw.isdigit():
         raise _RefusedError(400)
     return int(raw)
+
+
+_HOST_HEADER = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+
+
+def _request_path(environ: WSGIEnvironment) -> str:
+    """The request target's path, undecoded; an absolute-form target (``http://h/p``) gives its path.
+
+    RFC 9112 §3.2.2: a server must accept the absolute form; Kestrel routes it by its path.
+    """
+    target = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO") or "/")
+    if target[:8].lower().startswith(("http://", "https://")):
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    return target.split("?", 1)[0] or "/"
+
+
+def _host(environ: WSGIEnvironment) -> str:
+    """The Host header the function's URL is built from; 400 unless it is a plain ``host[:port]``.
+
+    Kestrel refuses a request whose Host is not a valid authority without user information
+    (RFC 9112 §3.2, RFC 3986 §3.2; ``BadRequest_InvalidHostHeader``), so no path, query,
+    ``@`` or control character can reach the function's ``url``.
+
+    Raises:
+        _RefusedError: 400 for an invalid Host.
+    """
+    host = str(environ.get("HTTP_HOST", ""))
+    if not host:
+        return f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    if not _HOST_HEADER.fullmatch(host):
+        raise _RefusedError(400)
+    return host
 
 
 def _request_headers(environ: WSGIEnvironment) -> dict[str, str]:

@@ -3,8 +3,9 @@
 Rules (Microsoft Learn: *Timer trigger for Azure Functions*; azure-notes §6.2):
 
 - the schedule is NCRONTAB with six fields, ``{second} {minute} {hour} {day} {month}
-  {day-of-week}``; each field takes ``*``, a value, a range ``a-b``, a step ``*/n`` or
-  ``a-b/n``, and comma-separated lists of those; day-of-week 0–6 from Sunday (7 is Sunday too);
+  {day-of-week}``; each field takes ``*``, a value, a range ``a-b`` (a reversed range is
+  swapped), a step ``*/n`` or ``a-b/n``, and comma-separated lists of those; day-of-week is 0–6
+  from Sunday, and 7 is refused (NCrontab's ``CrontabFieldImpl``);
   names (``Mon``, ``Jan``) and five-field expressions are not implemented here and are refused;
 - times are UTC (``WEBSITE_TIME_ZONE`` is not applied here);
 - ``runOnStartup`` runs the function once when the host starts;
@@ -40,7 +41,7 @@ _FIELDS = (
     ("hour", 0, 23),
     ("day", 1, 31),
     ("month", 1, 12),
-    ("day-of-week", 0, 7),
+    ("day-of-week", 0, 6),
 )
 _SEARCH_LIMIT = timedelta(days=366 * 5)
 
@@ -55,7 +56,7 @@ def _field_values(text: str, name: str, low: int, high: int) -> frozenset[int]:
                 start, end = low, high
             elif "-" in spec:
                 first, last = spec.split("-", 1)
-                start, end = int(first), int(last)
+                start, end = sorted((int(first), int(last)))  # NCrontab swaps a reversed range
             else:
                 start = int(spec)
                 end = high if step_text else start
@@ -92,8 +93,7 @@ class Schedule:
                 f"NCRONTAB {expression!r}: six fields expected (second minute hour day month day-of-week)"
             )
         parsed = [_field_values(text, *spec) for text, spec in zip(fields, _FIELDS, strict=True)]
-        weekdays = frozenset(0 if day == 7 else day for day in parsed[5])
-        seconds, minutes, hours, days, months, _ = parsed
+        seconds, minutes, hours, days, months, weekdays = parsed
         return cls(expression, seconds, minutes, hours, days, months, weekdays)
 
     def _day_matches(self, moment: datetime) -> bool:
