@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 from scim2_models import Context, Meta, PatchOp, Resource, SCIMException, SearchRequest
@@ -80,7 +80,6 @@ __all__ = [
     "version_of",
 ]
 
-_T = TypeVar("_T")
 
 _EVALUATION_BATCH = 100
 """Rows a cursor page evaluates its filter on at a time (off the loop): a page stops within one batch."""
@@ -102,7 +101,7 @@ _CPU_POOL = ThreadPoolExecutor(max_workers=CPU_WORKERS, thread_name_prefix="scim
 """One pool per process; its threads start on first use, so importing stays cheap."""
 
 
-async def off_loop(function: Callable[..., _T], *arguments: Any) -> _T:
+async def off_loop[T](function: Callable[..., T], *arguments: Any) -> T:
     """Run CPU-heavy ``function(*arguments)`` in the service's thread pool (DESIGN §11).
 
     The event loop keeps serving other requests meanwhile (the pool is not the

@@ -1,1 +1,1 @@
-"""Development tools: the local Functions host emulator and the Azurite launcher; never deployed."""
+"""Development tools: `make run` (tools.run), the Azurite launcher and the Graph stand-in; never deployed."""

@@ -1,7 +1,6 @@
 """The Azurite launcher (``tools.azurite``): start on a free port, serve tables, stop.
 
-Moved from ``test_devserver_http.py`` when ``tools/devserver.py`` was replaced by
-``functions_host``. Needs ``npm ci`` (Azurite from ``node_modules``).
+Needs ``npm ci`` (Azurite from ``node_modules``).
 """
 
 from __future__ import annotations

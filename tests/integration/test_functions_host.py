@@ -819,7 +819,7 @@ def test_one_log_line_per_request_without_query_or_headers(
     assert re.fullmatch(r"GET /scim/nothing 404 \d+\.\dms", messages[0]), messages[0]
 
 
-# --- moved from test_devserver_http.py: the Host header through the host to ScimApi -------------
+# --- the Host header through the host to ScimApi ----------------------------------------------
 
 
 def _service_provider_config(tenant_url: str, host: bytes) -> tuple[int, dict[str, Any]]:
