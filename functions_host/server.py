@@ -36,6 +36,7 @@ must arrive within :data:`HEADER_TIMEOUT_S`, every socket read waits at most
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -45,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -117,7 +118,7 @@ class FunctionsHost:
         self.worker: Worker | None = None
         self.routes: RouteTable | None = None
         self.timers: list[tuple[FunctionMetadata, Schedule, bool]] = []
-        self._timer_tasks: list[Any] = []
+        self._timer_tasks: list[concurrent.futures.Future[None]] = []
         self.started = threading.Event()
 
     # --- start-up --------------------------------------------------------------------------
@@ -127,7 +128,9 @@ class FunctionsHost:
 
         Raises:
             functions_host.worker.IndexingError: the runtime refused the app.
-            functions_host.routing.HostStartupError: the host's own start-up checks failed.
+            functions_host.routing.HostStartupError: a route uses template syntax this host does not
+                implement. (A function the real host would refuse is logged as in error and not
+                routed; the others are served, as in Azure.)
             ValueError: a timer schedule cannot be parsed.
         """
         environ = self._environ if self._environ is not None else os.environ
