@@ -7,13 +7,15 @@ or log line can never print a token.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["ConfigurationError", "Settings", "token_digest"]
+__all__ = ["WEAK_TOKEN_CHARS", "ConfigurationError", "Settings", "check_connection_string", "token_digest"]
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 
@@ -55,6 +57,62 @@ def _https_endpoint(environ: Mapping[str, str], name: str) -> str:
 
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+WEAK_TOKEN_CHARS = 32
+"""A Secret Token shorter than this is accepted with a loud warning (``token new`` makes 43)."""
+
+
+def _connection_pairs(value: str, name: str) -> dict[str, str]:
+    """The ``key=value`` pairs of a connection string, keys lower-cased."""
+    pairs: dict[str, str] = {}
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        key, sep, item = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(
+                f"{name} is malformed: expected key=value pairs separated by ';' "
+                "(copy it from the storage account's Access keys page, or from `make run`'s output)"
+            )
+        pairs[key.strip().lower()] = item.strip()
+    return pairs
+
+
+def check_connection_string(value: str, name: str = "SCIM_STORAGE_CONNECTION_STRING") -> None:
+    """Refuse a storage connection string the SDK would fail on later, at the first request.
+
+    The rules of an Azure Storage connection string (Microsoft Learn: *Configure Azure Storage
+    connection strings*): ``key=value`` pairs separated by ``;``; either
+    ``UseDevelopmentStorage=true``, or an account (``AccountName`` and a base64 ``AccountKey``)
+    or a ``SharedAccessSignature``; a table endpoint, given as ``TableEndpoint`` (an http(s)
+    URL) or derived from ``AccountName`` (and ``EndpointSuffix``). The message names the
+    setting and the broken part, never the value (it holds a secret).
+
+    Raises:
+        ConfigurationError: The value breaks one of these rules.
+    """
+    pairs = _connection_pairs(value, name)
+    if pairs.get("usedevelopmentstorage", "").lower() == "true":
+        return
+    if not pairs:
+        raise ConfigurationError(f"{name} is empty")
+    key = pairs.get("accountkey")
+    if key is not None:
+        if not pairs.get("accountname"):
+            raise ConfigurationError(f"{name} has an AccountKey but no AccountName")
+        try:
+            base64.b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigurationError(f"{name}: AccountKey is not base64; copy the key again") from None
+    elif not pairs.get("sharedaccesssignature"):
+        raise ConfigurationError(f"{name} has neither AccountKey nor SharedAccessSignature: no credential")
+    endpoint = pairs.get("tableendpoint")
+    if endpoint is not None:
+        parts = urlsplit(endpoint)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or " " in endpoint:
+            raise ConfigurationError(f"{name}: TableEndpoint must be an http(s) URL")
+    elif not pairs.get("accountname"):
+        raise ConfigurationError(f"{name} has no TableEndpoint and no AccountName to derive it from")
 
 
 def _jwks_url(environ: Mapping[str, str], tenant_id: str) -> str:
@@ -165,6 +223,8 @@ class Settings:
     table_name: str = "scim"
     tenant: str = "default"
     token_digests: tuple[bytes, ...] = field(default=(), repr=False)
+    weak_tokens: tuple[str, ...] = ()
+    """Names of the token settings shorter than :data:`WEAK_TOKEN_CHARS` (warned about, not refused)."""
     public_base_url: str = ""
     entra_tenant_id: str = ""
     jwt_audiences: tuple[str, ...] = ("8adf8e6e-67b2-4cf2-a259-e3dc5476c621",)
@@ -183,13 +243,16 @@ class Settings:
         """Refuse to serve with settings that cannot work.
 
         Raises:
-            ConfigurationError: No storage, or no credential, is configured.
+            ConfigurationError: No storage, or no credential, is configured, or the connection
+                string is malformed.
         """
         if not self.storage_connection_string and not self.storage_table_endpoint:
             raise ConfigurationError(
                 "Neither SCIM_STORAGE_CONNECTION_STRING nor SCIM_STORAGE_TABLE_ENDPOINT is set: "
                 "the endpoint has no storage."
             )
+        if self.storage_connection_string:
+            check_connection_string(self.storage_connection_string)
         if not self.token_digests and not self.entra_tenant_id:
             raise ConfigurationError(
                 "SCIM_BEARER_TOKEN is not set (nor SCIM_BEARER_TOKEN_SHA256 or SCIM_ENTRA_TENANT_ID): "
@@ -230,6 +293,11 @@ class Settings:
             table_name=table_name,
             tenant=tenant,
             token_digests=tuple(digests),
+            weak_tokens=tuple(
+                name
+                for name, token in zip(("SCIM_BEARER_TOKEN", "SCIM_BEARER_TOKEN_NEXT"), tokens, strict=True)
+                if token and len(token) < WEAK_TOKEN_CHARS
+            ),
             entra_tenant_id=tenant_id,
             jwt_audiences=audiences or cls.jwt_audiences,
             jwt_issuer=environ.get("SCIM_JWT_ISSUER", "").strip()

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scim.api import Request, Response, ScimApi, error_response
-from scim.config import ConfigurationError, Settings
-from scim.errors import InternalError, ScimError, ServiceUnavailableError
+from scim.config import WEAK_TOKEN_CHARS, ConfigurationError, Settings
+from scim.errors import ScimError, ServiceUnavailableError
 from scim.feed import Relay, RelayReport, source_of
 from scim.schemafile import DeclaredSchemas, SchemaFileError, load_schema_file
 from scim.tables import TableRepository, open_repository
@@ -59,6 +59,7 @@ class Runtime:
         self._relay: Relay | None = None
         self._publisher: QueuePublisher | None = None
         self._built: Settings | None = None
+        self._problems: dict[str, str | None] = {"endpoint": None, "change feed": None}
 
     def declared(self, settings: Settings) -> DeclaredSchemas:
         """The operator's schema extensions (read once per file name).
@@ -76,11 +77,30 @@ class Runtime:
             self._declared = (settings.schema_file, declared)
         return self._declared[1]
 
+    def _report(self, part: str, problem: str | None) -> None:
+        """Log a configuration problem once per change of state, not once per request or timer tick."""
+        if self._problems.get(part) == problem:
+            return
+        if problem is not None:
+            log.error("The SCIM %s is not usable: %s", part, problem)
+        elif self._problems.get(part) is not None:
+            log.info("The SCIM %s is usable again", part)
+        self._problems[part] = problem
+
     def _build(self) -> ScimApi:
         settings = self._settings()
         settings.check_serving()
         declared = self.declared(settings)
-        repository = open_repository(settings)
+        for name in settings.weak_tokens:
+            log.warning(
+                "%s is shorter than %d characters: anyone who can guess it can write your directory. "
+                "Make a strong one with `python -m scim token new`.",
+                name, WEAK_TOKEN_CHARS,
+            )  # fmt: skip
+        try:
+            repository = open_repository(settings)
+        except ValueError as error:  # the SDK's own check of the connection string
+            raise ConfigurationError(f"SCIM_STORAGE_CONNECTION_STRING: {error}") from None
         self._repository, self._relay, self._built = repository, None, settings
         keys = None
         if settings.entra_tenant_id:
@@ -121,12 +141,13 @@ class Runtime:
         """One relay run (the timer trigger's body); errors are logged, never raised to the host."""
         try:
             report = await self.relay().run_once()
-        except ConfigurationError as error:
-            log.error("The change feed is not configured: %s", error)
+        except (ConfigurationError, SchemaFileError) as error:
+            self._report("change feed", str(error))
             return RelayReport()
         except ScimError as error:
             log.warning("Change-feed relay stopped for this run: %s", error.detail)
             return RelayReport()
+        self._report("change feed", None)
         if report:
             log.info(
                 "Change feed: %d published, %d recorded, %d waiting, %d pruned",
@@ -138,7 +159,7 @@ class Runtime:
         """Liveness for proxies and orchestrators: no credential needed, no storage touched.
 
         200 ``{"status": "ok"}`` when the settings can serve, else 503 naming
-        what is missing (never a secret).
+        what is missing or malformed (the setting, never its value).
         """
         try:
             settings = self._settings()
@@ -160,14 +181,21 @@ class Runtime:
         self._loop = None
 
     async def handle(self, route: str, request: Request) -> Response:
-        """Dispatch ``request`` to the handler named ``route`` (e.g. ``"users"``)."""
+        """Dispatch ``request`` to the handler named ``route`` (e.g. ``"users"``).
+
+        Settings that cannot serve give a 503 whose ``detail`` names the setting to fix (the
+        operator's problem, not the client's; ``Retry-After`` lets Entra retry later), logged
+        once per change of state.
+        """
         try:
             api = self.api()
         except ConfigurationError as error:
-            log.error("The SCIM endpoint is not configured: %s", error)
-            return error_response(InternalError(f"The SCIM endpoint is not configured: {error}"))
+            self._report("endpoint", str(error))
+            detail = f"The SCIM endpoint is not configured, so it serves nothing until it is fixed: {error}"
+            return error_response(ServiceUnavailableError(detail, retry_after=60))
         except SchemaFileError as error:
-            log.error("The schema file is invalid; the endpoint does not serve until it is fixed: %s", error)
+            self._report("endpoint", f"the schema file is invalid: {error}")
             detail = f"The endpoint's schema file is invalid, so it serves nothing until it is fixed: {error}"
             return error_response(ServiceUnavailableError(detail, retry_after=60))
+        self._report("endpoint", None)
         return await ROUTES[route](api, request)

@@ -154,8 +154,71 @@ async def test_unconfigured_endpoint_says_what_is_missing(monkeypatch):
     runtime = Runtime(lambda: Settings())
     monkeypatch.setattr(function_app, "runtime", runtime)
     response = await function_app.users(request("GET", "/Users"))
-    assert response.status_code == 500
+    assert response.status_code == 503 and response.headers["Retry-After"] == "60"
     assert "SCIM_STORAGE_CONNECTION_STRING" in json.loads(response.get_body())["detail"]
+
+
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.mark.parametrize(
+    ("connection_string", "problem"),
+    [
+        ("garbage", "malformed"),
+        (
+            "AccountName=a;AccountKey=not base64!;TableEndpoint=http://127.0.0.1:9/a",
+            "AccountKey is not base64",
+        ),
+        (
+            f"AccountName=a;AccountKey={AZURITE_KEY};TableEndpoint=ftp://x",
+            "TableEndpoint must be an http(s) URL",
+        ),
+        ("TableEndpoint=http://127.0.0.1:9/a", "neither AccountKey nor SharedAccessSignature"),
+        (f"AccountKey={AZURITE_KEY}", "no AccountName"),
+    ],
+)
+async def test_a_malformed_connection_string_is_a_503_naming_the_setting_and_health_says_so(
+    monkeypatch, caplog, connection_string, problem
+):
+    """Not an empty 500 per request: a 503 that says what to fix, /scim/health agrees, logged once."""
+    settings = Settings(storage_connection_string=connection_string, token_digests=(token_digest(TOKEN),))
+    runtime = Runtime(lambda: settings)
+    monkeypatch.setattr(function_app, "runtime", runtime)
+    caplog.set_level("INFO", logger="scim.runtime")
+    for _ in range(3):
+        response = await function_app.users(request("GET", "/Users"))
+        assert response.status_code == 503
+        detail = json.loads(response.get_body())["detail"]
+        assert "SCIM_STORAGE_CONNECTION_STRING" in detail and problem in detail
+        assert AZURITE_KEY not in detail
+    errors = [r for r in caplog.records if r.name == "scim.runtime" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and problem in errors[0].getMessage()
+    health = function_app.health(request("GET", "/health", token=None))
+    assert health.status_code == 503 and problem in json.loads(health.get_body())["detail"]
+
+
+async def test_the_relay_logs_a_configuration_problem_once_not_every_tick(caplog):
+    state = {"settings": Settings(storage_connection_string="garbage", token_digests=(token_digest(TOKEN),))}
+    runtime = Runtime(lambda: state["settings"])
+    caplog.set_level("INFO", logger="scim.runtime")
+    for _ in range(3):
+        assert not await runtime.relay_once()
+    messages = [r.getMessage() for r in caplog.records if r.name == "scim.runtime"]
+    assert len([m for m in messages if "not usable" in m]) == 1
+
+
+async def test_a_short_token_is_served_with_a_loud_warning(caplog):
+    settings = Settings.from_env(
+        {"SCIM_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true", "SCIM_BEARER_TOKEN": "abc"}
+    )
+    assert settings.weak_tokens == ("SCIM_BEARER_TOKEN",)
+    caplog.set_level("WARNING", logger="scim.runtime")
+    runtime = Runtime(lambda: settings)
+    runtime.api()
+    await runtime.aclose()
+    assert any("shorter than 32 characters" in r.getMessage() for r in caplog.records)
+    strong = Settings.from_env({"SCIM_BEARER_TOKEN": "x" * 32})
+    assert strong.weak_tokens == ()
 
 
 async def test_unknown_endpoints_get_scim_errors(runtime):
@@ -168,7 +231,9 @@ async def test_unknown_endpoints_get_scim_errors(runtime):
 
 
 def test_health_needs_no_token_and_touches_no_storage(monkeypatch):
-    configured = Runtime(lambda: Settings(storage_connection_string="cs", token_digests=(b"x",)))
+    configured = Runtime(
+        lambda: Settings(storage_connection_string="UseDevelopmentStorage=true", token_digests=(b"x",))
+    )
     monkeypatch.setattr(function_app, "runtime", configured)
     response = function_app.health(request("GET", "/health", token=None))
     assert response.status_code == 200 and json.loads(response.get_body()) == {"status": "ok"}
