@@ -420,6 +420,9 @@ class Listener:
         host: The application to serve.
         address: Interface to listen on.
         port: TCP port; 0 picks a free one.
+
+    Raises:
+        OSError: the address cannot be bound (``errno.EADDRINUSE`` for a busy port).
     """
 
     def __init__(
@@ -433,7 +436,15 @@ class Listener:
         body_timeout: float = BODY_TIMEOUT_S,
     ) -> None:
         handler = _handler(header_timeout, read_timeout, body_timeout)
-        self.server: BaseWSGIServer = make_server(address, port, host, threaded=True, request_handler=handler)
+        # Bound here, not by werkzeug: werkzeug answers a busy port with a message and sys.exit().
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as bound:
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            bound.bind((address, port))
+            bound.listen(128)
+            self.server: BaseWSGIServer = make_server(
+                address, port, host, threaded=True, request_handler=handler, fd=bound.fileno()
+            )  # werkzeug serves a duplicate of the socket
         self.url = _base_url(address, self.server.port)
         self._thread: threading.Thread | None = None
 

@@ -15,6 +15,8 @@ Environment: ``PORT`` (7071), ``HOST`` (127.0.0.1), ``SCIM_BEARER_TOKEN``
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import platform
@@ -27,7 +29,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from functions_host import Worker
+    from collections.abc import Mapping
+
+    from functions_host import FunctionsHost, Listener, Worker
     from tools.azurite import Azurite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +127,78 @@ def _wait_for_interrupt() -> None:
         threading.Event().wait()
 
 
+class StartupError(Exception):
+    """A setting or a resource that keeps ``make run`` from starting; the message says what to do."""
+
+
+def _port(environ: Mapping[str, str]) -> int:
+    raw = environ.get("PORT", "").strip() or "7071"
+    if not raw.isdigit() or int(raw) > 65535:
+        raise StartupError(f"PORT={raw!r} is not a TCP port number (0-65535, 0: any free port); e.g. PORT=7072")
+    return int(raw)
+
+
+def _check_token(environ: Mapping[str, str]) -> None:
+    """Refuse a Secret Token that is set but empty; a short one is warned about in the banner."""
+    if "SCIM_BEARER_TOKEN" in environ and not environ["SCIM_BEARER_TOKEN"].strip():
+        raise StartupError(
+            "SCIM_BEARER_TOKEN is set but empty: unset it (make run then generates a strong one and "
+            "keeps it in .scim-dev-token) or set a token of 32+ characters (`scim token new` makes one)"
+        )
+
+
+def _lock_data_folder(stack: contextlib.ExitStack) -> None:
+    """Hold a lock on ``.azurite/`` for the life of the process: one ``make run`` per data folder.
+
+    Two Azurite processes writing one folder corrupt it; the second ``make run`` stops here
+    before starting anything.
+    """
+    AZURITE_DATA.mkdir(exist_ok=True)
+    lock = stack.enter_context((AZURITE_DATA / ".lock").open("a+"))
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "another process"
+        raise StartupError(
+            f".azurite/ is in use by another `make run` ({owner}): stop it first, or point this one at "
+            "other storage with SCIM_STORAGE_CONNECTION_STRING"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+
+
+def _listen(host: FunctionsHost, address: str, port: int) -> Listener:
+    from functions_host import Listener
+
+    try:
+        return Listener(host, address, port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {address} is in use (another `make run`, or `func start`?): "
+                f"stop it, or choose another port: PORT={port + 1} make run"
+            ) from None
+        raise StartupError(f"cannot listen on {address}:{port}: {error.strerror}") from None
+
+
+def _settings_before_start(environ: Mapping[str, str]) -> int:
+    """Validate every SCIM_* setting before anything starts; return SCIM_MAX_BODY_BYTES."""
+    from scim.config import ConfigurationError, Settings, check_connection_string
+
+    try:
+        settings = Settings.from_env(environ)
+        if settings.storage_connection_string:
+            check_connection_string(settings.storage_connection_string)
+    except ConfigurationError as error:
+        raise StartupError(str(error)) from None
+    return settings.max_body_bytes
+
+
 def main() -> int:
-    """Run until Ctrl-C or SIGTERM."""
+    """Run until Ctrl-C or SIGTERM; 2 with one line on stderr when a setting or the port is unusable."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("SCIM_LOG_FORMAT", "").lower() == "json":
         from scim.logs import JsonFormatter
@@ -132,64 +206,80 @@ def main() -> int:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     _stop_on_sigterm()
-    from functions_host import RUNTIME_VERSION, FunctionsHost, HostStartupError, IndexingError, Listener
+    try:
+        with contextlib.ExitStack() as stack:
+            return _serve(stack)
+    except StartupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _serve(stack: contextlib.ExitStack) -> int:
+    from functions_host import RUNTIME_VERSION, FunctionsHost, HostStartupError, IndexingError
     from functions_host.__main__ import quiet_runtime_logs
-    from scim.config import ConfigurationError, Settings
+    from scim.config import WEAK_TOKEN_CHARS
 
     quiet_runtime_logs()
+    # Everything that can be wrong is checked before anything starts or is announced.
     address = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "7071"))
-    token, token_origin = _token()
+    port = _port(os.environ)
+    _check_token(os.environ)
+    max_body_bytes = _settings_before_start(os.environ)
+    connection_string = os.environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip()
+    if not connection_string:
+        _lock_data_folder(stack)
     host = FunctionsHost(ROOT)
-    listener = Listener(host, address, port)  # a busy port fails here, before Azurite starts
-    with contextlib.ExitStack() as stack:
-        stack.callback(listener.shutdown)
-        listener.start_thread()  # 503 until the app is indexed, as the host answers while starting
-        connection_string = os.environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip()
-        shared = ""
-        if connection_string:
-            storage = "the storage account of SCIM_STORAGE_CONNECTION_STRING"
-        else:
-            AZURITE_DATA.mkdir(exist_ok=True)
-            print("Starting Azurite (table and queue services) ...", flush=True)
-            azurite = _azurite("table", 10002)
-            stack.callback(azurite.stop)
-            queues = _azurite("queue", 10001)
-            stack.callback(queues.stop)
-            connection_string = azurite.connection_string_with(queues)
-            shared = f"export SCIM_STORAGE_CONNECTION_STRING='{connection_string}'"
-            storage = f"Azurite (tables {azurite.endpoint}, queues {queues.endpoint}; data in .azurite/)"
-        os.environ["SCIM_STORAGE_CONNECTION_STRING"] = connection_string
-        os.environ["SCIM_BEARER_TOKEN"] = token
-        try:
-            max_body_bytes = Settings.from_env(os.environ).max_body_bytes
-        except ConfigurationError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        os.environ.setdefault("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", str(host_body_limit(max_body_bytes)))
-        try:
-            host.start()  # azure-functions-runtime imports and indexes function_app.py
-        except (IndexingError, HostStartupError, ValueError) as error:
-            print(f"error: function_app.py cannot start: {error}", file=sys.stderr)
-            return 1
-        worker = host.worker
-        assert worker is not None  # noqa: S101 - start() succeeded
-        stack.callback(_close_app, worker)
-        host.start_timers()
-        stack.callback(host.stop_timers)
-        shown_host = "127.0.0.1" if address in ("0.0.0.0", "") else address  # noqa: S104 - display only
-        runtime = (
-            f"azure-functions-runtime {RUNTIME_VERSION} on Python {platform.python_version()} "
-            "(the .NET host's part emulated by functions_host)"
-        )
-        tenant_url = f"http://{shown_host}:{listener.server.port}/scim/v2"
-        print(_banner(tenant_url, token, token_origin, storage, runtime), flush=True)
-        if shared:
-            print(
-                "For python -m scim check|audit|feed and the example consumer, in another shell:", flush=True
+    listener = _listen(host, address, port)  # a busy port fails here, before Azurite starts
+    stack.callback(listener.shutdown)
+    token, token_origin = _token()
+    listener.start_thread()  # 503 until the app is indexed, as the host answers while starting
+    notes: list[str] = []
+    if connection_string:
+        storage = "the storage account of SCIM_STORAGE_CONNECTION_STRING"
+    else:
+        print("Starting Azurite (table and queue services) ...", flush=True)
+        azurite = _azurite("table", 10002)
+        stack.callback(azurite.stop)
+        queues = _azurite("queue", 10001)
+        stack.callback(queues.stop)
+        connection_string = azurite.connection_string_with(queues)
+        storage = f"Azurite (tables {azurite.endpoint}, queues {queues.endpoint}; data in .azurite/)"
+        notes += [
+            "For `scim check|audit|feed|export` and the example consumer, in another shell (exactly):",
+            f"  export SCIM_STORAGE_CONNECTION_STRING='{connection_string}'",
+        ]
+        if (azurite.port, queues.port) != (10002, 10001):
+            notes.append(
+                "Azurite's usual ports were busy (another Azurite?), so this one is elsewhere: "
+                "UseDevelopmentStorage=true would reach the OTHER one. Use the string above."
             )
-            print(f"  {shared}", flush=True)
-        _wait_for_interrupt()
+    if len(token) < WEAK_TOKEN_CHARS:
+        notes.append(
+            f"WARNING: the Secret Token is {len(token)} characters; use 32 or more "
+            "(`scim token new` makes one). A short token can be guessed."
+        )
+    os.environ["SCIM_STORAGE_CONNECTION_STRING"] = connection_string
+    os.environ["SCIM_BEARER_TOKEN"] = token
+    os.environ.setdefault("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", str(host_body_limit(max_body_bytes)))
+    try:
+        host.start()  # azure-functions-runtime imports and indexes function_app.py
+    except (IndexingError, HostStartupError, ValueError) as error:
+        raise StartupError(f"function_app.py cannot start: {error}") from None
+    worker = host.worker
+    assert worker is not None  # noqa: S101 - start() succeeded
+    stack.callback(_close_app, worker)
+    host.start_timers()
+    stack.callback(host.stop_timers)
+    shown_host = "127.0.0.1" if address in ("0.0.0.0", "") else address  # noqa: S104 - display only
+    runtime = (
+        f"azure-functions-runtime {RUNTIME_VERSION} on Python {platform.python_version()} "
+        "(the .NET host's part emulated by functions_host)"
+    )
+    tenant_url = f"http://{shown_host}:{listener.server.port}/scim/v2"
+    print(_banner(tenant_url, token, token_origin, storage, runtime), flush=True)
+    for note in notes:
+        print(note, flush=True)
+    _wait_for_interrupt()
     return 0
 
 
