@@ -134,7 +134,7 @@ class StartupError(Exception):
 def _port(environ: Mapping[str, str]) -> int:
     raw = environ.get("PORT", "").strip() or "7071"
     if not raw.isdigit() or int(raw) > 65535:
-        raise StartupError(f"PORT={raw!r} is not a TCP port number (0-65535, 0: any free port); e.g. PORT=7072")
+        raise StartupError(f"PORT={raw!r} is not a TCP port number (0-65535; 0 picks a free one)")
     return int(raw)
 
 
