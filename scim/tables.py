@@ -377,7 +377,11 @@ def _translate(error: Exception) -> NoReturn:
         _unavailable(error)
     if isinstance(error, ClientAuthenticationError):
         log.error("Table Storage rejected the credentials: check the connection string or role")
-        raise ServiceUnavailableError("The directory storage rejected the service's credentials.") from error
+        raise ServiceUnavailableError(
+            "The directory storage rejected the service's credentials: check the AccountKey of "
+            "SCIM_STORAGE_CONNECTION_STRING, or, with SCIM_STORAGE_TABLE_ENDPOINT, the app identity's "
+            "'Storage Table Data Contributor' role."
+        ) from error
     if isinstance(error, HttpResponseError):
         status = error.status_code or 0
         if status == 412:
