@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
 from scim2_models import Context, ResponseParameters
 
 from scim.auth import Authenticator, JwtPolicy, KeySource
@@ -42,6 +43,7 @@ from scim.errors import (
 from scim.groups import GroupService
 from scim.logs import printable
 from scim.membership import Membership
+from scim.messages import describe
 from scim.repository import Repository, StoredResource
 from scim.resources import ResourceKind, build_kinds
 from scim.schemafile import DeclaredSchemas
@@ -668,5 +670,6 @@ def _response_parameters(kind: ResourceKind, query: Mapping[str, str]) -> Respon
         return None
     try:
         return ResponseParameters[kind.model].model_validate(selected)  # type: ignore[name-defined]
-    except ValueError as error:
-        raise InvalidValueError(f"attributes/excludedAttributes are not valid: {error}") from error
+    except ValueError as error:  # in SCIM words, never pydantic's text and links (issue 16, item 3)
+        reason = describe(error.errors()) if isinstance(error, ValidationError) else f"{error}."
+        raise InvalidValueError(f"attributes/excludedAttributes are not valid: {reason}") from error

@@ -37,6 +37,8 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 from scim2_models import Error, SCIMException
 
+from scim.messages import LIBRARY_TEXT, describe
+
 __all__ = [
     "ConflictError",
     "InternalError",
@@ -295,24 +297,47 @@ _BY_STATUS: dict[int, type[ScimError]] = {
 }
 
 
-def _from_error(error: Error) -> ScimError:
-    cls = _BY_SCIM_TYPE.get(error.scim_type or "") or _BY_STATUS.get(
+def _class_of(error: Error) -> type[ScimError]:
+    return _BY_SCIM_TYPE.get(error.scim_type or "") or _BY_STATUS.get(
         int(error.status or 400), InvalidValueError
     )
-    return cls(error.detail)
 
 
-def from_library_error(exc: SCIMException | ValidationError) -> ScimError:
-    """Translate a scim2-models or pydantic error into this hierarchy.
+def _validation_cause(exc: BaseException) -> ValidationError | None:
+    """The pydantic error a library exception was raised from, if any (``raise … from``)."""
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(5):  # a short chain; never loop on a cycle
+        if cause is None or isinstance(cause, ValidationError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def from_library_error(exc: SCIMException | ValidationError, *, operation: str | None = None) -> ScimError:
+    """Translate a scim2-models or pydantic error into this hierarchy, in SCIM words.
 
     scim2-models reports RFC errors as ``SCIMException``; inside validation it
     wraps them in a pydantic ``ValidationError`` whose context carries the
     ``scimType``. A plain validation error (wrong type, missing required
-    attribute) becomes ``invalidValue``, as RFC 7644 §3.12 Table 9 says.
+    attribute) becomes ``invalidValue``, as RFC 7644 §3.12 Table 9 says; the
+    ``scimType`` is the one of the first error. The ``detail`` is built by
+    :func:`scim.messages.describe` from the structured errors, one sentence per
+    attribute: pydantic's own text and its documentation links never reach the
+    client (issue 16, item 3).
+
+    When scim2-models applies a PATCH it wraps a value's ``ValidationError`` in an
+    ``InvalidValueException`` whose detail is ``str()`` of it; that cause is
+    described instead, ``operation`` (from :func:`scim.messages.failing_operation`)
+    saying which operation wrote the value.
     """
     if isinstance(exc, SCIMException):
-        return _from_error(exc.to_error())
+        error = exc.to_error()
+        cls, detail = _class_of(error), error.detail or ""
+        if LIBRARY_TEXT.search(detail):
+            cause = _validation_cause(exc)
+            return cls(describe(cause.errors(), within=operation) if cause is not None else None)
+        return cls(detail or None)
     errors = exc.errors()
     if not errors:
         return InvalidValueError()
-    return _from_error(Error.from_validation_error(errors[0]))
+    return _class_of(Error.from_validation_error(errors[0]))(describe(errors))

@@ -61,6 +61,7 @@ from scim.limits import (
     check_patch_work,
 )
 from scim.membership import is_resource_id
+from scim.messages import failing_operation
 from scim.pushdown import columns_of, pushdown
 from scim.repository import Repository, StoredResource
 from scim.resources import ENTRA_POLICY, IndexedAttribute, ResourceKind
@@ -574,7 +575,8 @@ class ResourceService:
             try:
                 changed = patch.patch(resource, scim_policy=ENTRA_POLICY)
             except (ValidationError, SCIMException) as error:
-                raise from_library_error(error) from error
+                operation = failing_operation(patch, resource, ENTRA_POLICY)  # names it in the detail
+                raise from_library_error(error, operation=operation) from error
             if changed:
                 check_indexed_values(resource, self.kind)
             return resource if changed else None
