@@ -5,11 +5,11 @@ DESCRIPTION:
     The change feed's costs (docs/change-feed.md), on Azurite (tables and queues, in memory):
 
     1. Write path: storage round trips of POST and PATCH with the change record riding in the
-       transaction (must equal the README budgets: 1 and 2), and the CPU a write spends.
+       transaction (must equal the budgets in docs/architecture.md: 1 and 2), and the CPU a write spends.
     2. Relay throughput: N users created and disabled (2N changes) are relayed to the queue:
        events/s, and round trips per event (table reads, settle transactions, queue sends).
     3. Latency from a write's response to its event being readable from the queue, with the relay
-       running every --interval seconds (1 s as under `make run`; the timer trigger in Azure runs
+       running every --interval seconds (1 s here; `make run` and the timer trigger in Azure run
        every 10 s, so add ~5 s on average there) and a consumer polling the queue.
 
     ``scim.api.ScimApi`` is driven directly (no HTTP). Prints a table and a ``JSON:`` line.

@@ -3,7 +3,7 @@ FILE: round_trips.py
 
 DESCRIPTION:
     The table of storage round trips per SCIM operation, for users and groups, beside the budgets
-    of the README ("Storage round trips per request"), including what the integration test
+    of docs/architecture.md ("Storage round trips per request"), including what the integration test
     (tests/integration/test_round_trips.py) does not reach: filters that no index answers at
     1,000 users, pushed-down filters, group PATCHes of K = 1, 50, 98, 99, 250 members (add and
     remove), GET group with and without members at 10, 1,000 and 5,000 members, and the same

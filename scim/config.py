@@ -261,7 +261,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Build settings from ``SCIM_*`` variables (see the README's table).
+        """Build settings from ``SCIM_*`` variables (see docs/configuration.md).
 
         Raises:
             ConfigurationError: A variable is malformed.

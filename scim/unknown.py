@@ -10,7 +10,7 @@ provisioning logs) or returns them for the log line and the audit record
 (``ignore``).
 
 ``password`` (RFC 7643 §4.1.1, writeOnly) is refused in both modes: this
-service does not store credentials (README, "Passwords").
+service does not store credentials (docs/schema-extensions.md, "Passwords are refused").
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _HOW = (
     "(SCIM_SCHEMA_FILE, docs/schema-extensions.md) and restart the endpoint, or remove its mapping in Entra."
 )
 _CREDENTIALS_NOT_STORED = (
-    "This endpoint does not store passwords (README, 'Passwords'); remove the password mapping "
+    "This endpoint does not store passwords; remove the password mapping "
     "from the application's attribute mappings in Entra."
 )
 _PASSWORD_PATHS = {"password", "urn:ietf:params:scim:schemas:core:2.0:user:password"}

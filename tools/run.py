@@ -9,7 +9,7 @@ behind an emulation of the .NET host) on ``http://127.0.0.1:$PORT/scim/v2``.
 Environment: ``PORT`` (7071), ``HOST`` (127.0.0.1), ``SCIM_BEARER_TOKEN``
 (generated and kept in ``.scim-dev-token`` when unset), ``SCIM_STORAGE_CONNECTION_STRING``
 (Azurite with data kept in ``.azurite/`` when unset), and every other
-``SCIM_*`` setting of the README.
+``SCIM_*`` setting of docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _banner(tenant_url: str, token: str, token_origin: str, storage: str, runtim
             if "kept in" in token_origin or "generated" in token_origin
             else f'  curl -H "Authorization: Bearer $SCIM_BEARER_TOKEN" {tenant_url}/ServiceProviderConfig',
             "Entra's cloud service cannot reach 127.0.0.1: put this behind HTTPS on a reachable",
-            "host name (docs: README, 'Connect Microsoft Entra'). Ctrl-C stops it.",
+            "host name (docs/connect-entra.md). Ctrl-C stops it.",
             rule,
         ]
     )

@@ -168,7 +168,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // The app's body limit and the host's, 4 x larger (hostBodySizeLimit above): the app's SCIM 413 fires first.
     SCIM_MAX_BODY_BYTES: string(scimMaxBodyBytes)
     FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(hostBodySizeLimit)
-    // The SCIM settings: every name here is documented in README.md's configuration table.
+    // The SCIM settings: every name here is documented in docs/configuration.md's settings table.
     SCIM_STORAGE_TABLE_ENDPOINT: tableEndpoint
     SCIM_TABLE_NAME: tableName
     // The change feed: the relay sends each committed change to this queue (Queue Data Message Sender).

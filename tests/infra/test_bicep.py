@@ -6,7 +6,8 @@ No Bicep compiler runs here (azure-notes §4.3), so this is what can be checked 
 (b) the security and wiring properties the deployment relies on, read from the syntax tree
     (:mod:`tests.infra.bicep`) — each check is also run against a deliberately broken copy of the
     template, so a check that can no longer fail is itself a failure;
-(c) every ``SCIM_*`` app setting the template sets is documented in README.md's configuration table;
+(c) every ``SCIM_*`` app setting the template sets is documented in the settings table of
+    docs/configuration.md (the operator's reference; the README links to it);
 (d) checkov's Bicep policies (integration: a subprocess, ~5-30 s), with the skips of
     ``infra/.checkov.yaml``, each justified there.
 
@@ -32,7 +33,7 @@ from tests.infra.bicep import Call, Declaration, Expr, Infra, Interpolated, Ref,
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
-README = ROOT / "README.md"
+CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 CHECKOV_CONFIG = INFRA / ".checkov.yaml"
 CHECKOV_PIN = "checkov==3.3.30"
@@ -76,7 +77,7 @@ DATA_ROLES_BELOW_ACCOUNT = {
     "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": CONTAINER,  # Storage Blob Data Reader
 }
 
-# The app settings the SCIM code and the Functions host read (README.md's configuration table).
+# The app settings the SCIM code and the Functions host read (docs/configuration.md's settings table).
 REQUIRED_APP_SETTINGS = {
     "SCIM_STORAGE_TABLE_ENDPOINT",
     "SCIM_TABLE_NAME",
@@ -687,9 +688,19 @@ CHECKS: dict[str, Callable[[Infra], list[str]]] = {
 }
 
 
-def documented_settings(readme: str) -> set[str]:
-    """Variable names in the first column of README.md's configuration table."""
-    section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+SETTINGS_HEADING = "\n## Settings\n"
+"""The heading of the table of ``SCIM_*`` settings in docs/configuration.md."""
+
+
+def documented_settings(configuration_doc: str) -> set[str]:
+    """Variable names in the first column of the table under docs/configuration.md's ``## Settings``.
+
+    Only that section counts (up to the next ``##`` heading): a name mentioned in prose or in
+    another table (the limits, the command line's ``SCIM_GRAPH_*``) is not documentation of an app
+    setting.
+    """
+    assert SETTINGS_HEADING in configuration_doc, "docs/configuration.md has no '## Settings' section"
+    section = configuration_doc.split(SETTINGS_HEADING, 1)[1].split("\n## ", 1)[0]
     names: set[str] = set()
     for line in section.splitlines():
         if line.startswith("|") and not line.startswith("|---"):
@@ -697,11 +708,12 @@ def documented_settings(readme: str) -> set[str]:
     return names
 
 
-def readme_problems(infra: Infra, readme: str) -> list[str]:
+def documentation_problems(infra: Infra, configuration_doc: str) -> list[str]:
+    """``SCIM_*`` app settings of the template that docs/configuration.md's settings table lacks."""
     _, settings = _app_settings(infra)
-    documented = documented_settings(readme)
+    documented = documented_settings(configuration_doc)
     return [
-        f"app setting {name} is not in README.md's configuration table"
+        f"app setting {name} is not in docs/configuration.md's settings table"
         for name in sorted(settings)
         if name.startswith("SCIM_") and name not in documented
     ]
@@ -734,8 +746,8 @@ def test_template_property(infra: Infra, name: str) -> None:
     assert CHECKS[name](infra) == []
 
 
-def test_scim_app_settings_are_documented_in_the_readme(infra: Infra) -> None:
-    assert readme_problems(infra, README.read_text()) == []
+def test_scim_app_settings_are_documented_in_docs_configuration(infra: Infra) -> None:
+    assert documentation_problems(infra, CONFIGURATION_DOC.read_text(encoding="utf-8")) == []
 
 
 def test_parameters_file_matches_main_bicep(infra: Infra) -> None:
@@ -1052,21 +1064,34 @@ def test_any_principal_with_a_queue_role_at_account_scope_is_reported(tmp_path: 
     ]
 
 
-def test_the_readme_check_fails_on_an_undocumented_setting(tmp_path: Path) -> None:
+def test_the_documentation_check_fails_on_an_undocumented_setting(tmp_path: Path) -> None:
     infra = _mutated(
         tmp_path,
         "app/api.bicep",
         "    SCIM_TABLE_NAME:",
         "    SCIM_NOT_DOCUMENTED: 'x'\n    SCIM_TABLE_NAME:",
     )
-    assert readme_problems(infra, README.read_text()) == [
-        "app setting SCIM_NOT_DOCUMENTED is not in README.md's configuration table"
+    assert documentation_problems(infra, CONFIGURATION_DOC.read_text(encoding="utf-8")) == [
+        "app setting SCIM_NOT_DOCUMENTED is not in docs/configuration.md's settings table"
     ]
 
 
-def test_the_readme_table_is_read() -> None:
-    documented = documented_settings(README.read_text())
+def test_the_settings_table_is_read() -> None:
+    documented = documented_settings(CONFIGURATION_DOC.read_text(encoding="utf-8"))
     assert {"SCIM_BEARER_TOKEN", "SCIM_TABLE_NAME", "SCIM_JWT_ISSUER", "SCIM_JWKS_URL"} <= documented
+    assert "SCIM_GRAPH_TENANT" not in documented, "the command line's settings are not app settings"
+
+
+def test_the_settings_table_is_the_only_source() -> None:
+    """A name outside the ``## Settings`` section, or in another column, does not count."""
+    page = (
+        "# Configuration\n\nProse naming `SCIM_IN_PROSE`.\n\n## Settings\n\n"
+        "| Variable | Default | Meaning |\n|---|---|---|\n| `SCIM_A`, `SCIM_B` | `x` | see `SCIM_IN_MEANING` |\n"
+        "\n## Fixed limits\n\n| `SCIM_AFTER` | 1 | 2 |\n"
+    )
+    assert documented_settings(page) == {"SCIM_A", "SCIM_B"}
+    with pytest.raises(AssertionError, match="no '## Settings' section"):
+        documented_settings("# Configuration\n\n| `SCIM_A` | x | y |\n")
 
 
 # ------------------------------------------------------------------------------------------ checkov

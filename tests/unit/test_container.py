@@ -42,7 +42,7 @@ APP_PORT = 8080
 """The Functions host's port in the container: above 1024, since it runs as a non-root user."""
 
 # Settings read by the Azure identity library or the Functions host rather than by the app: they
-# are not in the README's table, and may appear in .env.example / compose.yaml.
+# are not in docs/configuration.md's settings table, and may appear in .env.example / compose.yaml.
 HOST_AND_SDK_SETTINGS = {
     # azure-identity's EnvironmentCredential: a service principal with a certificate
     "AZURE_TENANT_ID",
@@ -401,10 +401,15 @@ def test_dockerignore_keeps_what_the_image_copies(path: str) -> None:
 # --------------------------------------------------------------------------- settings
 
 
-def readme_settings() -> set[str]:
-    """Names in the first column of the README's Configuration table."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
+"""The operator's reference of every setting the app reads (its ``## Settings`` table)."""
+
+
+def documented_settings() -> set[str]:
+    """Names in the first column of the table under docs/configuration.md's ``## Settings``."""
+    text = CONFIGURATION_DOC.read_text(encoding="utf-8")
+    assert "\n## Settings\n" in text, "docs/configuration.md has no '## Settings' section"
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     names: set[str] = set()
     for line in section.splitlines():
         if line.startswith("|"):
@@ -427,12 +432,12 @@ def env_example() -> dict[str, str]:
 
 
 def undocumented(names: set[str]) -> set[str]:
-    """Setting names neither in the README's table nor read by the Functions host or Azure SDK."""
-    return names - readme_settings() - HOST_AND_SDK_SETTINGS
+    """Setting names neither in docs/configuration.md's table nor read by the Functions host or Azure SDK."""
+    return names - documented_settings() - HOST_AND_SDK_SETTINGS
 
 
-def test_readme_table_parser_reads_first_column_names() -> None:
-    names = readme_settings()
+def test_settings_table_parser_reads_first_column_names() -> None:
+    names = documented_settings()
     assert {"SCIM_BEARER_TOKEN", "SCIM_STORAGE_CONNECTION_STRING", "SCIM_JWKS_URL", "PORT"} <= names
     assert "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT" not in names, "only the first column names settings"
     assert undocumented({"SCIM_NOT_A_SETTING", "AZURE_CLIENT_ID", "AZURE_CLIENT_CERT_PATH"}) == {
@@ -443,7 +448,7 @@ def test_readme_table_parser_reads_first_column_names() -> None:
 
 def test_env_example_names_only_documented_settings() -> None:
     missing = undocumented(set(env_example()))
-    assert not missing, f"not in the README's Configuration table: {sorted(missing)}"
+    assert not missing, f"not in docs/configuration.md's settings table: {sorted(missing)}"
 
 
 def test_env_example_lists_what_an_on_premises_container_needs() -> None:
@@ -569,7 +574,7 @@ def compose_environment_names(compose: dict) -> set[str]:
 
 def test_compose_sets_only_documented_settings(compose: dict) -> None:
     missing = undocumented(compose_environment_names(compose))
-    assert not missing, f"not in the README's Configuration table: {sorted(missing)}"
+    assert not missing, f"not in docs/configuration.md's settings table: {sorted(missing)}"
 
 
 def test_compose_variables_are_documented_for_the_administrator() -> None:
