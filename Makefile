@@ -9,6 +9,7 @@ PYTHON ?= $(firstword $(foreach p,$(PYTHON_CANDIDATES),$(shell $(p) -c 'import s
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-3.13
+SCIM   := $(BIN)/scim
 CHECKOV := .venv-checkov/bin/checkov
 
 .PHONY: run test install check unit integration clean python
@@ -28,7 +29,10 @@ unit: install ## Unit tests only (no I/O)
 integration: install ## Integration tests only (Azurite, HTTP)
 	$(BIN)/python -m pytest tests/integration
 
-install: $(STAMP) node_modules/.package-lock.json
+install: $(SCIM) node_modules/.package-lock.json
+
+check: install ## Scan the endpoint's table for anomalies: scim check (SCIM_STORAGE_* as for the endpoint; ARGS=--repair)
+	$(SCIM) check $(ARGS)
 
 python: ## Print the Python 3.13 the venv is built with
 	@if [ -n "$(PYTHON)" ]; then echo "$(PYTHON) ($$($(PYTHON) --version))"; else echo "Python 3.13 not found"; exit 2; fi
@@ -45,6 +49,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	@touch $(STAMP)
+
+# The `scim` command (pyproject.toml [project.scripts]): this project alone, editable, on top of the
+# hash-locked packages above (--no-deps: nothing unlocked; --no-build-isolation: the locked setuptools).
+# Setuptools' notice "Editable installation ... folders with the same name as your package" is silenced:
+# that folder is the package.
+$(SCIM): $(STAMP) pyproject.toml
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(SCIM)
 
 # checkov (the Bicep policy scan of tests/infra) pins its own dependencies: kept in its own venv.
 $(CHECKOV): $(STAMP)

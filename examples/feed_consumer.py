@@ -29,7 +29,8 @@ Usage::
 The queue comes from ``SCIM_STORAGE_CONNECTION_STRING`` (or, identity-based,
 ``SCIM_STORAGE_QUEUE_ENDPOINT`` with ``DefaultAzureCredential`` and the role
 *Storage Queue Data Message Processor*) and ``SCIM_CHANGE_QUEUE`` (default
-``scim-changes``), as for the endpoint.
+``scim-changes``), as for the endpoint. Without either storage setting, or when
+the queue cannot be read, it prints one ``error:`` line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -199,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--dump", action="store_true", help="print the copy as JSON and exit")
     parser.add_argument("--tenant-url", help="to fetch resources too large for a queue message")
     arguments = parser.parse_args(argv)
+    connection = os.environ.get("SCIM_STORAGE_CONNECTION_STRING", "").strip()
+    endpoint = os.environ.get("SCIM_STORAGE_QUEUE_ENDPOINT", "").strip()  # https://<account>.queue.core...
+    if not (arguments.dump or arguments.stdin or connection or endpoint):
+        return fail(
+            "set SCIM_STORAGE_CONNECTION_STRING (or, identity-based, SCIM_STORAGE_QUEUE_ENDPOINT) "
+            "to read the change queue, or give --stdin or --dump"
+        )
     copy = Copy(arguments.db, tenant_url=arguments.tenant_url, token=os.environ.get("SCIM_BEARER_TOKEN"))
     if arguments.dump:
         print(json.dumps(copy.dump(), indent=2, sort_keys=True))
@@ -208,34 +216,53 @@ def main(argv: list[str] | None = None) -> int:
         applied, waiting = consume(copy, lines, lambda _: None)
         print(f"applied {applied} event(s); {waiting} wait for a missing version", file=sys.stderr)
         return 0
+    from azure.core.exceptions import AzureError
+
+    name = os.environ.get("SCIM_CHANGE_QUEUE", "scim-changes")
+    try:
+        queue = open_queue(name, connection, endpoint)
+        while True:
+            applied, waiting = consume(copy, queue_events(queue), queue.delete_message)
+            if applied or waiting:
+                print(f"applied {applied} event(s); {waiting} wait for a missing version", file=sys.stderr)
+            if not arguments.watch:
+                return 0
+            time.sleep(2)
+    except ValueError as error:  # the SDK's "Connection string is either blank or malformed."
+        return fail(f"SCIM_STORAGE_CONNECTION_STRING: {error}")
+    except AzureError as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        return fail(f"cannot read queue {name}: {lines[0][:200]}")
+    except KeyboardInterrupt:  # how --watch is stopped
+        return 0
+
+
+def fail(message: str) -> int:
+    """One ``error:`` line on stderr; exit status 2 (bad or unusable settings)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def open_queue(name: str, connection: str, endpoint: str) -> Any:
+    """The queue client: by connection string, else by identity (``DefaultAzureCredential``)."""
     from azure.core.exceptions import HttpResponseError, ResourceExistsError
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-    name = os.environ.get("SCIM_CHANGE_QUEUE", "scim-changes")
     codecs: dict[str, Any] = {
         "message_encode_policy": TextBase64EncodePolicy(),
         "message_decode_policy": TextBase64DecodePolicy(),
     }
-    if os.environ.get("SCIM_STORAGE_CONNECTION_STRING"):
-        queue = QueueClient.from_connection_string(
-            os.environ["SCIM_STORAGE_CONNECTION_STRING"], name, **codecs
-        )
+    if connection:
+        queue = QueueClient.from_connection_string(connection, name, **codecs)
     else:  # identity-based: Storage Queue Data Message Processor on the queue (az login, managed identity)
         from azure.identity import DefaultAzureCredential
 
-        endpoint = os.environ["SCIM_STORAGE_QUEUE_ENDPOINT"]  # https://<account>.queue.core.windows.net
         queue = QueueClient(endpoint, name, credential=DefaultAzureCredential(), **codecs)
     try:
         queue.create_queue()  # the relay creates it on its first event; a consumer may start first
     except (ResourceExistsError, HttpResponseError):
         pass  # exists, or no right to create it (identity-based: the deployment created it)
-    while True:
-        applied, waiting = consume(copy, queue_events(queue), queue.delete_message)
-        if applied or waiting:
-            print(f"applied {applied} event(s); {waiting} wait for a missing version", file=sys.stderr)
-        if not arguments.watch:
-            return 0
-        time.sleep(2)
+    return queue
 
 
 if __name__ == "__main__":

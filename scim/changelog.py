@@ -11,7 +11,10 @@
   to a queue (``--queue``, e.g. one for a consumer that fell behind) or to stdout
   as JSON lines. Replayed events keep their ids: consumers deduplicate as usual.
 
-Storage settings come from the same ``SCIM_*`` variables as the endpoint.
+Storage settings come from the same ``SCIM_*`` variables as the endpoint. A table
+that does not exist is an error (:class:`MissingTableError`), not an empty
+directory: reads alone never create it, so a mistyped ``SCIM_TABLE_NAME`` would
+otherwise look like a clean, empty trail.
 """
 
 from __future__ import annotations
@@ -24,14 +27,82 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from scim.admin.cli import parse_time, table
+from scim.admin.cli import parse_time, table, time_argument
 from scim.changes import OPERATIONS, Change, timestamp
-from scim.config import Settings
+from scim.config import ConfigurationError, Settings
+from scim.errors import ScimError
 from scim.feed import KINDS, Relay, message_of, source_of
 from scim.repository import Repository
-from scim.tables import open_repository
+from scim.tables import TableRepository, open_repository
 
-__all__ = ["add_commands", "run"]
+__all__ = [
+    "MissingTableError",
+    "QueueUnavailableError",
+    "add_commands",
+    "open_existing",
+    "run",
+    "storage_location",
+]
+
+DEVELOPMENT_TABLE_ENDPOINT = "http://127.0.0.1:10002/devstoreaccount1"
+"""Where ``UseDevelopmentStorage=true`` points (Microsoft Learn: *Configure Azure Storage connection
+strings*, "Connect to the emulator account using the shortcut")."""
+
+
+class MissingTableError(ConfigurationError):
+    """The table the settings name does not exist at the storage they name."""
+
+
+class QueueUnavailableError(Exception):
+    """``feed replay --queue``: the queue refused or could not be reached; the message says which and why."""
+
+
+def storage_location(settings: Settings) -> tuple[str, str]:
+    """The table endpoint the settings reach, and the setting that names it; never a secret.
+
+    From the connection string: its ``TableEndpoint``, the emulator's for
+    ``UseDevelopmentStorage=true``, else the one derived from ``AccountName``
+    and ``EndpointSuffix`` (Microsoft Learn: *Configure Azure Storage
+    connection strings*); without one, ``SCIM_STORAGE_TABLE_ENDPOINT``.
+    """
+    if not settings.storage_connection_string:
+        return settings.storage_table_endpoint, "SCIM_STORAGE_TABLE_ENDPOINT"
+    pairs: dict[str, str] = {}
+    for part in settings.storage_connection_string.split(";"):
+        key, _, value = part.partition("=")
+        pairs[key.strip().lower()] = value.strip()
+    if pairs.get("usedevelopmentstorage", "").lower() == "true":
+        endpoint = DEVELOPMENT_TABLE_ENDPOINT
+    elif pairs.get("tableendpoint"):
+        endpoint = pairs["tableendpoint"]
+    else:
+        scheme = pairs.get("defaultendpointsprotocol") or "https"
+        suffix = pairs.get("endpointsuffix") or "core.windows.net"
+        endpoint = f"{scheme}://{pairs.get('accountname', '')}.table.{suffix}"
+    return endpoint.rstrip("/"), "SCIM_STORAGE_CONNECTION_STRING"
+
+
+async def open_existing(settings: Settings) -> TableRepository:
+    """The settings' repository, once one round trip has shown that its table exists.
+
+    Raises:
+        MissingTableError: The table does not exist (the message names the table and where).
+        ScimError: Storage failed (unreachable, refused the credentials…); the cause is chained.
+    """
+    repository = open_repository(settings)
+    try:
+        exists = await repository.table_exists()
+    except BaseException:
+        await repository.close()
+        raise
+    if not exists:
+        await repository.close()
+        endpoint, setting = storage_location(settings)
+        raise MissingTableError(
+            f"table {settings.table_name} does not exist at {endpoint} ({setting}): check SCIM_TABLE_NAME; "
+            "the endpoint creates its table on the first write, so one that has served none has no table yet"
+        )
+    return repository
 
 
 def _err(message: str) -> None:
@@ -78,7 +149,7 @@ def _window(arguments: argparse.Namespace) -> tuple[str, str]:
 
 async def audit(settings: Settings, arguments: argparse.Namespace) -> int:
     """List recorded changes."""
-    repository = open_repository(settings)
+    repository = await open_existing(settings)
     try:
         since, until = _window(arguments)
         kinds = [arguments.type] if arguments.type else list(KINDS)
@@ -114,7 +185,7 @@ async def prune(settings: Settings, arguments: argparse.Namespace) -> int:
     if not days:
         _err("Retention is 0 (keep forever): nothing to prune.")
         return 0
-    repository = open_repository(settings)
+    repository = await open_existing(settings)
     try:
         pruned = await Relay(repository, None, source=source_of(settings.tenant), retention_days=days).prune()
     finally:
@@ -130,7 +201,8 @@ async def relay(settings: Settings, arguments: argparse.Namespace) -> int:
     repository = open_repository(settings)
     publisher = open_publisher(settings)
     where = f"queue {settings.change_queue}" if publisher else "no queue (SCIM_CHANGE_QUEUE=off): audit only"
-    _err(f"Relaying changes of table {settings.table_name} to {where} ...")
+    if arguments.watch:  # once, the report line follows at once (and an error is the only line)
+        _err(f"Relaying changes of table {settings.table_name} to {where} every {arguments.watch:g} s ...")
     feed = Relay(
         repository, publisher, source=source_of(settings.tenant), retention_days=settings.audit_retention_days
     )
@@ -140,6 +212,7 @@ async def relay(settings: Settings, arguments: argparse.Namespace) -> int:
             _err(
                 f"{datetime.now(UTC):%H:%M:%S} published {report.published}, recorded {report.recorded}, "
                 f"waiting {report.waiting}, pruned {report.pruned}"
+                + ("" if arguments.watch else f" (table {settings.table_name}, {where})")
             )
             if not arguments.watch:
                 return 1 if report.waiting else 0
@@ -152,7 +225,7 @@ async def relay(settings: Settings, arguments: argparse.Namespace) -> int:
 
 async def replay(settings: Settings, arguments: argparse.Namespace) -> int:
     """Re-send recorded events since a time, oldest first, to a queue or stdout."""
-    repository = open_repository(settings)
+    repository = await open_existing(settings)
     try:
         since, until = _window(arguments)
         items = await recorded(repository, since=since, until=until)
@@ -172,6 +245,14 @@ async def replay(settings: Settings, arguments: argparse.Namespace) -> int:
                 await publisher.send(message_of(change, source))
                 if position % 100 == 0:
                     _err(f"... {position} of {len(items)} events replayed")
+        except ScimError as error:
+            cause = error.__cause__
+            why = f" ({str(cause).strip().splitlines()[0][:200]})" if cause is not None and str(cause) else ""
+            raise QueueUnavailableError(
+                f"{error.detail.rstrip('.')}{why}: {position - 1} of {len(items)} event(s) were replayed "
+                f"to queue {arguments.queue}; check SCIM_STORAGE_CONNECTION_STRING (its QueueEndpoint) "
+                "or SCIM_STORAGE_QUEUE_ENDPOINT"
+            ) from error
         finally:
             await publisher.close()
     _err(
@@ -185,8 +266,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register ``audit`` and ``feed`` on the ``python -m scim`` sub-parsers."""
     auditing = commands.add_parser("audit", help="who changed what, when (the audit trail)")
     auditing.add_argument("action", nargs="?", choices=["list", "prune"], default="list")
-    auditing.add_argument("--since", default="7d", help="30m, 24h, 7d or an ISO time (default 7d)")
-    auditing.add_argument("--until", help="ISO time or 30m/24h/7d ago")
+    auditing.add_argument(
+        "--since", default="7d", type=time_argument, help="30m, 24h, 7d or an ISO time (default 7d)"
+    )
+    auditing.add_argument("--until", type=time_argument, help="ISO time or 30m/24h/7d ago")
     auditing.add_argument("--type", choices=KINDS, help="resource type")
     auditing.add_argument("--resource", metavar="ID", help="resource id")
     auditing.add_argument("--actor", help="credential name, e.g. secret-token-1 or entra-app:<appid>")
@@ -202,13 +285,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     relaying = actions.add_parser("relay", help="publish pending changes (once, or --watch)")
     relaying.add_argument("--watch", type=float, metavar="SECONDS", help="keep relaying every SECONDS")
     replaying = actions.add_parser("replay", help="re-send recorded events since a time, in order")
-    replaying.add_argument("--since", required=True, help="30m, 24h, 7d or an ISO time")
-    replaying.add_argument("--until", help="ISO time or 30m/24h/7d ago")
+    replaying.add_argument("--since", required=True, type=time_argument, help="30m, 24h, 7d or an ISO time")
+    replaying.add_argument("--until", type=time_argument, help="ISO time or 30m/24h/7d ago")
     replaying.add_argument("--queue", help="send to this queue (else JSON lines on stdout)")
 
 
 def run(settings: Settings, arguments: argparse.Namespace) -> int:
-    """Run an ``audit`` or ``feed`` command."""
+    """Run an ``audit`` or ``feed`` command.
+
+    Ctrl-C is how ``feed relay --watch`` is stopped (exit status 0); it interrupts
+    any other command (``KeyboardInterrupt`` reaches ``scim.__main__.cli``: 130).
+    """
     if arguments.command == "audit":
         handler = prune if arguments.action == "prune" else audit
     else:
@@ -216,4 +303,7 @@ def run(settings: Settings, arguments: argparse.Namespace) -> int:
     try:
         return asyncio.run(handler(settings, arguments))
     except KeyboardInterrupt:
-        return 0
+        if handler is relay and arguments.watch:
+            _err("Stopped.")
+            return 0
+        raise

@@ -55,7 +55,7 @@ from scim.membership import REPAIR_AFTER, Membership
 from scim.repository import IndexEntry, IndexRow, MemberEdgeRow, Repository, ReverseEdgeRow, StoredResource
 from scim.resources import GROUP, USER, ResourceKind
 
-__all__ = ["REPAIRED", "RESOLVED", "Anomaly", "check", "repair"]
+__all__ = ["REPAIRED", "RESOLVED", "Anomaly", "Progress", "check", "repair"]
 
 REPAIRED = "repaired"
 RESOLVED = "no longer broken"
@@ -91,11 +91,18 @@ class _Partition:
     indexes: list[IndexRow]
     reverse: list[ReverseEdgeRow]
     members: list[MemberEdgeRow]
+    rows: int = 0
 
 
-async def _read(repository: Repository, kind: str) -> _Partition:
+Progress = Callable[[int], None]
+"""Told the number of rows read so far, after each row of the scan (the command line shows it)."""
+
+
+async def _read(repository: Repository, kind: str, progress: Progress, before: int = 0) -> _Partition:
     partition = _Partition({}, [], [], [])
     async for row in repository.inventory(kind):
+        partition.rows += 1
+        progress(before + partition.rows)
         if isinstance(row, StoredResource):
             partition.resources[row.id] = row
         elif isinstance(row, IndexRow):
@@ -393,12 +400,17 @@ async def check(
     kinds: Kinds = (USER, GROUP),
     *,
     clock: Clock | None = None,
+    progress: Progress | None = None,
 ) -> list[Anomaly]:
-    """Scan the users' and groups' partitions; return every anomaly a re-read confirms."""
+    """Scan the users' and groups' partitions; return every anomaly a re-read confirms.
+
+    ``progress`` is called with the running count of rows read (both partitions).
+    """
     clock = clock or (lambda: datetime.now(UTC))
+    progress = progress or (lambda _: None)
     user, group = kinds
-    users = await _read(repository, user.name)
-    groups = await _read(repository, group.name)
+    users = await _read(repository, user.name, progress)
+    groups = await _read(repository, group.name, progress, before=users.rows)
     candidates = [
         *_index_anomalies(repository, user, users),
         *_index_anomalies(repository, group, groups),

@@ -292,8 +292,25 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as error:
-        raise UsageError(f"not a time: {text!r} (use 30m, 24h, 7d or 2026-11-30T08:00:00Z)") from error
+        raise UsageError(
+            f"not a time: {text!r}; give minutes, hours or days ago (30m, 24h, 7d) or an ISO 8601 "
+            "date or time (2026-11-30, 2026-11-30T08:00:00Z; UTC unless it has an offset)"
+        ) from error
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def time_argument(text: str) -> str:
+    """The argparse ``type`` of ``--since``/``--until``: ``text`` if :func:`parse_time` reads it.
+
+    Checked while the arguments are parsed, so a bad time is a usage error
+    (argparse's usage line and one ``error:`` line, exit status 2) before any
+    storage or Graph call; the moment itself is computed when the command runs.
+    """
+    try:
+        parse_time(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def entra_logs(arguments: argparse.Namespace, context: Context) -> int:
@@ -392,8 +409,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     status = command("status", entra_status, "state, last cycle, counts and quarantine")
     status.add_argument("--json", action="store_true")
     logs = command("logs", entra_logs, "recent provisioning log entries, with plain meanings of errors")
-    logs.add_argument("--since", default="24h", help="30m, 24h, 7d or an ISO time (default 24h)")
-    logs.add_argument("--until", help="ISO time or 30m/24h/7d ago")
+    logs.add_argument(
+        "--since", default="24h", type=time_argument, help="30m, 24h, 7d or an ISO time (default 24h)"
+    )
+    logs.add_argument("--until", type=time_argument, help="ISO time or 30m/24h/7d ago")
     logs.add_argument("--status", choices=STATUSES)
     logs.add_argument("--user", help="source user: object id or display name")
     logs.add_argument("--top", type=int, default=50, help="at most this many entries (default 50)")
@@ -410,6 +429,8 @@ def run(arguments: argparse.Namespace, environ: Environ) -> int:
     except (GraphError, LoginError, prov.ProvisioningError) as error:
         print(f"error: {error.explain()}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # stdout closed early: ``scim.__main__.cli`` ends quietly
     except (UsageError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
