@@ -9,7 +9,11 @@ from scim.config import ConfigurationError, Settings, token_digest
 
 def test_defaults_and_tokens():
     settings = Settings.from_env(
-        {"SCIM_BEARER_TOKEN": " tok ", "SCIM_BEARER_TOKEN_NEXT": "", "SCIM_STORAGE_CONNECTION_STRING": "cs"}
+        {
+            "SCIM_BEARER_TOKEN": " tok ",
+            "SCIM_BEARER_TOKEN_NEXT": "",
+            "SCIM_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+        }
     )
     assert settings.token_digests == (token_digest("tok"),)
     assert settings.table_name == "scim" and settings.tenant == "default"
@@ -44,7 +48,7 @@ def test_serving_needs_storage_and_a_token():
     with pytest.raises(ConfigurationError, match="SCIM_STORAGE_CONNECTION_STRING"):
         Settings(token_digests=(b"x",)).check_serving()
     with pytest.raises(ConfigurationError, match="SCIM_BEARER_TOKEN"):
-        Settings(storage_connection_string="cs").check_serving()
+        Settings(storage_connection_string="UseDevelopmentStorage=true").check_serving()
 
 
 def test_hashed_tokens_and_jwt_settings():
@@ -58,7 +62,7 @@ def test_hashed_tokens_and_jwt_settings():
     assert settings.token_digests == (token_digest("tok"),)
     assert settings.jwt_issuer == "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
     assert settings.jwks_url.endswith("/72f988bf-86f1-41af-91ab-2d7cd011db47/discovery/keys")
-    Settings(storage_connection_string="cs", entra_tenant_id="t").check_serving()
+    Settings(storage_connection_string="UseDevelopmentStorage=true", entra_tenant_id="t").check_serving()
     with pytest.raises(ConfigurationError, match="SCIM_BEARER_TOKEN_SHA256"):
         Settings.from_env({"SCIM_BEARER_TOKEN_SHA256": "nothex"})
     with pytest.raises(ConfigurationError, match="SCIM_ENTRA_TENANT_ID"):
