@@ -12,6 +12,7 @@ order and would let a method-less route shadow another; azure-notes §1.2).
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
@@ -129,4 +130,41 @@ async def change_feed_relay(timer: func.TimerRequest) -> None:
 @app.route(route="v2/{*path}", methods=ALL_METHODS)
 async def zz_unknown_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     """Any other path under the SCIM base: a SCIM 404 (501 for /.search) body."""
+    return await _call("unknown_endpoint", req)
+
+
+# Named directories (issue 17): every SCIM route again under /scim/<directory>/v2, served by that
+# directory's API (scim.runtime). One row per route: (route name, template under v2/, methods).
+DIRECTORY_ROUTES = [
+    ("users", "Users", ALL_METHODS),
+    ("user", "Users/{id}", ["GET", "PUT", "PATCH", "DELETE"]),
+    ("groups", "Groups", ALL_METHODS),
+    ("group", "Groups/{id}", ["GET", "PUT", "PATCH", "DELETE"]),
+    ("users_search", "Users/.search", ["POST"]),
+    ("groups_search", "Groups/.search", ["POST"]),
+    ("root_search", ".search", ["POST"]),
+    ("bulk", "Bulk", ["POST"]),
+    ("service_provider_config", "ServiceProviderConfig", ALL_METHODS),
+    ("resource_types", "ResourceTypes/{id?}", ALL_METHODS),
+    ("schemas", "Schemas/{id?}", ALL_METHODS),
+]
+
+
+def _directory_trigger(route: str) -> Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]:
+    async def trigger(req: func.HttpRequest) -> func.HttpResponse:
+        return await _call(route, req)
+
+    trigger.__name__ = trigger.__qualname__ = f"directory_{route}"
+    trigger.__doc__ = f"``{route}`` of a named directory, under /scim/<directory>/v2."
+    return trigger
+
+
+for _route, _template, _methods in DIRECTORY_ROUTES:
+    app.route(route="{directory}/v2/" + _template, methods=_methods)(_directory_trigger(_route))
+
+
+# Named zz_ like the default catch-all: tried after every other directory route.
+@app.route(route="{directory}/v2/{*path}", methods=ALL_METHODS)
+async def zz_directory_unknown_endpoint(req: func.HttpRequest) -> func.HttpResponse:
+    """Any other path under a directory's SCIM base: a SCIM 404 (501 for /.search) body."""
     return await _call("unknown_endpoint", req)

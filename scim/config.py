@@ -206,6 +206,8 @@ class Settings:
             (``filter.maxResults`` in /ServiceProviderConfig).
         max_scan: Most resources a filter that no index can answer may examine.
         max_body_bytes: Largest request body accepted (413 above it).
+        directory_concurrency: Requests one directory may have in progress in one instance; more
+            get 429 with ``Retry-After`` (issue 17: one noisy directory cannot starve the others).
         change_queue: Azure Storage Queue the change feed is published to
             (``scim.feed``); empty: changes are kept in the audit trail only.
         storage_queue_endpoint: Queue endpoint for identity-based access
@@ -233,6 +235,7 @@ class Settings:
     max_page_size: int = 200
     max_scan: int = 10_000
     max_body_bytes: int = 1_048_576
+    directory_concurrency: int = 32
     change_queue: str = "scim-changes"
     storage_queue_endpoint: str = ""
     audit_retention_days: int = 365
@@ -307,6 +310,7 @@ class Settings:
             max_page_size=_int(environ, "SCIM_MAX_PAGE_SIZE", cls.max_page_size),
             max_scan=_int(environ, "SCIM_MAX_SCAN", cls.max_scan),
             max_body_bytes=_int(environ, "SCIM_MAX_BODY_BYTES", cls.max_body_bytes),
+            directory_concurrency=_int(environ, "SCIM_DIRECTORY_CONCURRENCY", cls.directory_concurrency),
             change_queue=_queue_name(environ),
             storage_queue_endpoint=_https_endpoint(environ, "SCIM_STORAGE_QUEUE_ENDPOINT")
             or _https_endpoint(environ, "SCIM_STORAGE_TABLE_ENDPOINT").replace(".table.", ".queue."),

@@ -58,6 +58,7 @@ __all__ = [
     "ScimError",
     "ServiceUnavailableError",
     "TooManyError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UniquenessError",
     "UnsupportedMediaTypeError",
@@ -269,6 +270,17 @@ class ServiceUnavailableError(ScimError):
     def headers(self) -> dict[str, str]:
         """RFC 9110 §10.2.3: tell the client when to come back."""
         return {"Retry-After": str(self.retry_after)}
+
+
+class TooManyRequestsError(ServiceUnavailableError):
+    """A directory has as many requests in progress as it may have (RFC 6585 §4; issue 17).
+
+    One directory's burst must not take every worker of the endpoint from the others; Entra
+    retries a 429 after ``Retry-After``.
+    """
+
+    status = 429
+    default_detail = "This directory has too many requests in progress. Retry after the time given."
 
 
 _BY_SCIM_TYPE: dict[str, type[ScimError]] = {

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scim.api import Request, Response, ScimApi, error_response
+from scim.auth import authenticate
 from scim.config import WEAK_TOKEN_CHARS, ConfigurationError, Settings
-from scim.errors import ScimError, ServiceUnavailableError
+from scim.directories import Directory, DirectoryError, DirectoryRegistry, check_name, settings_for
+from scim.errors import ScimError, ServiceUnavailableError, TooManyRequestsError, UnauthorizedError
 from scim.feed import Relay, RelayReport, source_of
 from scim.schemafile import DeclaredSchemas, SchemaFileError, load_schema_file
 from scim.tables import TableRepository, open_repository
@@ -52,7 +54,7 @@ class Runtime:
     def __init__(self, settings: Callable[[], Settings], *, root: str | Path = ".") -> None:
         self._settings = settings
         self._root = Path(root)
-        self._declared: tuple[str, DeclaredSchemas] | None = None
+        self._declared: dict[str, DeclaredSchemas] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: ScimApi | None = None
         self._repository: TableRepository | None = None
@@ -60,6 +62,10 @@ class Runtime:
         self._publisher: QueuePublisher | None = None
         self._built: Settings | None = None
         self._problems: dict[str, str | None] = {"endpoint": None, "change feed": None}
+        self._registry: DirectoryRegistry | None = None
+        self._directory_apis: dict[str, tuple[Directory, ScimApi]] = {}
+        self._directory_relays: dict[str, tuple[Directory, Relay, QueuePublisher | None]] = {}
+        self._in_progress: dict[str, int] = {}
 
     def declared(self, settings: Settings) -> DeclaredSchemas:
         """The operator's schema extensions (read once per file name).
@@ -67,15 +73,15 @@ class Runtime:
         Raises:
             SchemaFileError: The file is missing or breaks a rule (the message says which and where).
         """
-        if self._declared is None or self._declared[0] != settings.schema_file:
+        if settings.schema_file not in self._declared:
             declared = load_schema_file(settings.schema_file, self._root)
             for extension in declared.extensions:
                 log.info(
                     "Schema extension %s for %s: %d attributes",
                     extension.urn, extension.resource_type, len(extension.schema.attributes or []),
                 )  # fmt: skip
-            self._declared = (settings.schema_file, declared)
-        return self._declared[1]
+            self._declared[settings.schema_file] = declared
+        return self._declared[settings.schema_file]
 
     def _report(self, part: str, problem: str | None) -> None:
         """Log a configuration problem once per change of state, not once per request or timer tick."""
@@ -138,9 +144,11 @@ class Runtime:
         return self._relay
 
     async def relay_once(self) -> RelayReport:
-        """One relay run (the timer trigger's body); errors are logged, never raised to the host."""
+        """One relay run (the timer trigger's body) for every directory; errors are logged, never raised."""
         try:
             report = await self.relay().run_once()
+            for relay in await self._relays_of_directories():
+                report = _sum(report, await relay.run_once())
         except (ConfigurationError, SchemaFileError) as error:
             self._report("change feed", str(error))
             return RelayReport()
@@ -154,6 +162,33 @@ class Runtime:
                 report.published, report.recorded, report.waiting, report.pruned,
             )  # fmt: skip
         return report
+
+    async def _relays_of_directories(self) -> list[Relay]:
+        """A relay per enabled named directory (its outbox, its queue), rebuilt when it changes."""
+        base, repository = self._built, self._repository
+        assert base is not None and repository is not None  # built by relay()  # noqa: S101
+        from scim.queue import open_publisher
+
+        relays = []
+        for directory in await self.directories().list():
+            if directory.disabled:
+                continue
+            cached = self._directory_relays.get(directory.name)
+            if cached is None or cached[0] != directory:
+                if cached is not None and cached[2] is not None:
+                    await cached[2].close()
+                settings = settings_for(base, directory)
+                publisher = open_publisher(settings)
+                relay = Relay(
+                    repository.for_tenant(directory.name),
+                    publisher,
+                    source=source_of(directory.name),
+                    retention_days=settings.audit_retention_days,
+                )
+                cached = (directory, relay, publisher)
+                self._directory_relays[directory.name] = cached
+            relays.append(cached[1])
+        return relays
 
     def health(self) -> Response:
         """Liveness for proxies and orchestrators: no credential needed, no storage touched.
@@ -176,13 +211,21 @@ class Runtime:
             await self._repository.close()
         if self._publisher is not None:
             await self._publisher.close()
+        for _, _, publisher in self._directory_relays.values():
+            if publisher is not None:
+                await publisher.close()
         self._repository, self._publisher, self._relay = None, None, None
         self._api = None
         self._loop = None
+        self._registry = None
+        self._directory_apis.clear()
+        self._directory_relays.clear()
 
     async def handle(self, route: str, request: Request) -> Response:
         """Dispatch ``request`` to the handler named ``route`` (e.g. ``"users"``).
 
+        A request under ``/scim/<directory>/v2`` (route parameter ``directory``) is served by that
+        directory's API (:meth:`_directory_api`); every other by the default directory's.
         Settings that cannot serve give a 503 whose ``detail`` names the setting to fix (the
         operator's problem, not the client's; ``Retry-After`` lets Entra retry later), logged
         once per change of state.
@@ -198,4 +241,93 @@ class Runtime:
             detail = f"The endpoint's schema file is invalid, so it serves nothing until it is fixed: {error}"
             return error_response(ServiceUnavailableError(detail, retry_after=60))
         self._report("endpoint", None)
-        return await ROUTES[route](api, request)
+        name = request.route.get("directory")
+        if name is not None:
+            try:
+                found = await self._directory_api(name)
+            except ScimError as error:
+                return error_response(error)
+            except SchemaFileError as error:
+                detail = f"This directory's schema file is invalid: {error}"
+                return error_response(ServiceUnavailableError(detail, retry_after=60))
+            if found is None:
+                # Unknown and disabled directories answer exactly as a wrong token does: no way to
+                # tell which directories exist.
+                return error_response(_refusal(request))
+            api = found
+        return await self._limited(name or "", ROUTES[route], api, request)
+
+    async def _limited(
+        self,
+        directory: str,
+        handler: Callable[[ScimApi, Request], Awaitable[Response]],
+        api: ScimApi,
+        request: Request,
+    ) -> Response:
+        """Run ``handler`` unless ``directory`` already has its share of requests in progress (429)."""
+        limit = self._settings_or_default().directory_concurrency
+        if self._in_progress.get(directory, 0) >= limit:
+            return error_response(TooManyRequestsError(retry_after=1))
+        self._in_progress[directory] = self._in_progress.get(directory, 0) + 1
+        try:
+            return await handler(api, request)
+        finally:
+            self._in_progress[directory] -= 1
+
+    def _settings_or_default(self) -> Settings:
+        return self._built if self._built is not None else Settings()
+
+    def directories(self) -> DirectoryRegistry:
+        """The registry of named directories, over the default API's storage client."""
+        self.api()
+        if self._registry is None:
+            assert self._repository is not None  # built by api()  # noqa: S101
+            self._registry = DirectoryRegistry(self._repository)
+        return self._registry
+
+    async def _directory_api(self, name: str) -> ScimApi | None:
+        """The API of the named directory, or None when there is none or it is disabled.
+
+        Built once per registry version of the directory (a rotated token or a new schema file
+        takes effect within :data:`scim.directories.CACHE_SECONDS`), sharing the storage client.
+        """
+        try:
+            name = check_name(name, self._settings_or_default().tenant)
+        except DirectoryError:
+            return None
+        directory = await self.directories().get(name)
+        if directory is None or directory.disabled:
+            return None
+        cached = self._directory_apis.get(name)
+        if cached is not None and cached[0] == directory:
+            return cached[1]
+        base, repository = self._built, self._repository
+        assert base is not None and repository is not None  # built by api()  # noqa: S101
+        settings = settings_for(base, directory)
+        keys = None
+        if settings.entra_tenant_id:
+            from scim.jwks import JwksKeys
+
+            keys = JwksKeys(settings.jwks_url)
+        api = ScimApi(settings, repository.for_tenant(name), keys=keys, declared=self.declared(settings))
+        self._directory_apis[name] = (directory, api)
+        log.info("Directory %s ready (tenant segment %s)", name, name)
+        return api
+
+
+def _sum(first: RelayReport, second: RelayReport) -> RelayReport:
+    return RelayReport(
+        published=first.published + second.published,
+        recorded=first.recorded + second.recorded,
+        waiting=first.waiting + second.waiting,
+        pruned=first.pruned + second.pruned,
+    )
+
+
+def _refusal(request: Request) -> UnauthorizedError:
+    """What a request with a wrong token gets (``scim.auth.authenticate`` with nothing accepted)."""
+    try:
+        authenticate(request.header("authorization"), ())
+    except UnauthorizedError as error:
+        return error
+    return UnauthorizedError()  # pragma: no cover - nothing is accepted

@@ -128,6 +128,8 @@ _EDGE = "|g:"
 _MEMBER = "mem:"
 _OUTBOX, _OUTBOX_END = "out:", "out;"
 _AUDIT = "aud:"
+_DIRECTORIES = "~directories"
+"""The registry's partition (``scim.directories``): ``~`` sorts above every tenant name (``[a-z0-9-]``)."""
 BATCH = 100
 """Most operations per entity-group transaction (Table Storage limit)."""
 RECORD_CHUNKS = 4
@@ -433,12 +435,105 @@ class TableRepository:
         self._client = client
         self._tenant = tenant
         self._credential = credential
+        self._owns_client = True
+
+    @property
+    def tenant(self) -> str:
+        """The tenant segment of every key this repository reads and writes (its directory)."""
+        return self._tenant
+
+    def for_tenant(self, tenant: str) -> TableRepository:
+        """A repository of another directory of the same table, sharing this one's client.
+
+        Every key it reads or writes carries ``tenant``: nothing it does reaches another
+        directory's partitions. Closing it leaves the shared client open (its owner closes it).
+        """
+        sibling = TableRepository(self._client, tenant=tenant)
+        sibling._owns_client = False
+        return sibling
 
     async def close(self) -> None:
         """Close the underlying HTTP session (and the credential's, if it owns one)."""
+        if not self._owns_client:
+            return
         await self._client.close()
         if self._credential is not None:
             await self._credential.close()
+
+    # -- the registry of directories (scim.directories) ------------------------------------------
+
+    async def read_directories(self) -> list[tuple[str, dict[str, Any], str]]:
+        """Every registry row: ``(name, properties, etag)`` (none when the table does not exist)."""
+        rows = []
+        async for entity in self._query("PartitionKey eq @pk", {"pk": _DIRECTORIES}):
+            rows.append((str(entity["RowKey"]), dict(entity), str(entity.metadata["etag"])))
+        return rows
+
+    async def read_directory(self, name: str) -> tuple[dict[str, Any], str] | None:
+        """One registry row and its ETag, or None."""
+        async for entity in self._query(
+            "PartitionKey eq @pk and RowKey eq @rk", {"pk": _DIRECTORIES, "rk": name}
+        ):
+            return dict(entity), str(entity.metadata["etag"])
+        return None
+
+    async def write_directory(self, name: str, row: dict[str, Any], etag: str | None) -> str:
+        """Create a registry row (``etag`` None) or replace it if unchanged since read; returns its ETag.
+
+        Raises:
+            ConflictError: Creating a directory that exists.
+            PreconditionFailedError: The row changed since it was read (another command's write).
+        """
+        entity = {"PartitionKey": _DIRECTORIES, "RowKey": name, **row}
+        operation: tuple[Any, ...] = (
+            ("create", entity) if etag is None else ("update", entity, _if_match(etag))
+        )
+        try:
+            results = await self._submit([operation])
+        except TableTransactionError as error:
+            if error.status_code == 409:
+                raise ConflictError(f"a directory named {name!r} already exists") from error
+            _translate(error)
+        return str(results[0]["etag"])
+
+    async def delete_directory(self, name: str, etag: str) -> None:
+        """Delete a registry row if unchanged since read."""
+        try:
+            await self._submit(
+                [("delete", {"PartitionKey": _DIRECTORIES, "RowKey": name}, _if_unchanged(etag))]
+            )
+        except TableTransactionError as error:
+            _translate(error)
+
+    async def delete_directory_rows(self, progress: Callable[[int], None] | None = None) -> int:
+        """Delete every row of this directory (resources, indexes, edges, outbox, audit); returns how many.
+
+        One transaction per 100 rows of a partition. Rows written meanwhile may remain: disable the
+        directory first, so that nothing writes to it.
+        """
+        deleted = 0
+        pending: dict[str, list[str]] = {}
+        async for row in self.dump_rows(audit=True):
+            keys = pending.setdefault(str(row["PartitionKey"]), [])
+            keys.append(str(row["RowKey"]))
+            if len(keys) == BATCH:
+                deleted += await self._delete_keys(str(row["PartitionKey"]), keys)
+                keys.clear()
+                if progress is not None:
+                    progress(deleted)
+        for partition, keys in pending.items():
+            if keys:
+                deleted += await self._delete_keys(partition, keys)
+        if progress is not None:
+            progress(deleted)
+        return deleted
+
+    async def _delete_keys(self, partition: str, keys: Sequence[str]) -> int:
+        operations: list[tuple[Any, ...]] = [
+            ("delete", {"PartitionKey": partition, "RowKey": key}) for key in keys
+        ]
+        _, dropped = await self._submit_dropping_missing(operations)
+        return len(keys) - len(dropped)
 
     async def table_exists(self) -> bool:
         """Whether the table exists: one query that matches no row (404 ``TableNotFound`` when absent).

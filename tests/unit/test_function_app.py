@@ -38,7 +38,24 @@ def route_table():
 
 
 def test_one_async_anonymous_trigger_per_scim_route_template():
-    assert route_table() == {
+    table = route_table()
+    default = {
+        name: row for name, row in table.items() if not name.startswith(("directory_", "zz_directory_"))
+    }
+    twins = {name: row for name, row in table.items() if name not in default}
+    # Every SCIM route of the default directory has its twin under /scim/<directory>/v2 (issue 17).
+    assert twins == {
+        name.replace("zz_", "zz_directory_") if name.startswith("zz_") else f"directory_{name}": (
+            "{directory}/" + route,
+            methods,
+            level,
+            is_async,
+        )
+        for name, (route, methods, level, is_async) in default.items()
+        if name != "health"
+    }
+    table = default
+    assert table == {
         "users": ("v2/Users", ("GET", "POST", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "user": ("v2/Users/{id}", ("GET", "PUT", "PATCH", "DELETE"), "anonymous", True),
         "groups": ("v2/Groups", ALL, "anonymous", True),
@@ -53,7 +70,7 @@ def test_one_async_anonymous_trigger_per_scim_route_template():
         "schemas": ("v2/Schemas/{id?}", ALL, "anonymous", True),
         "zz_unknown_endpoint": ("v2/{*path}", ALL, "anonymous", True),
     }
-    assert {name.removeprefix("zz_") for name in route_table()} == set(ROUTES) | {"health"}
+    assert {name.removeprefix("zz_") for name in table} == set(ROUTES) | {"health"}
 
 
 def test_the_change_feed_relay_is_one_async_timer_trigger():
@@ -84,6 +101,14 @@ def test_the_change_feed_relay_is_one_async_timer_trigger():
         ("DELETE", "/scim/v2/ServiceProviderConfig", "service_provider_config"),
         ("GET", "/scim/v2/ResourceTypes/User", "resource_types"),
         ("GET", "/scim/v2/Nope", "zz_unknown_endpoint"),
+        ("GET", "/scim/acme/v2/Users", "directory_users"),
+        ("PATCH", "/scim/acme/v2/Users/abc", "directory_user"),
+        ("POST", "/scim/acme/v2/Users/abc", "zz_directory_unknown_endpoint"),
+        ("POST", "/scim/acme/v2/Users/.search", "directory_users_search"),
+        ("GET", "/scim/acme/v2/Users/.search", "directory_user"),
+        ("POST", "/scim/acme/v2/.search", "directory_root_search"),
+        ("GET", "/scim/acme/v2/Nope", "zz_directory_unknown_endpoint"),
+        ("GET", "/scim/acme/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", "directory_schemas"),
     ],
 )
 def test_host_order_routes_every_request_to_its_trigger(method, path, function):
