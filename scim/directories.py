@@ -28,6 +28,7 @@ from scim.config import Settings, token_digest
 
 __all__ = [
     "CACHE_SECONDS",
+    "MAX_CACHED",
     "RESERVED_NAMES",
     "Directory",
     "DirectoryError",
@@ -42,6 +43,9 @@ CACHE_SECONDS = 10.0
 
 RESERVED_NAMES = frozenset({"v2", "health", "admin", "runtime", "default", "scim", "api"})
 """Names a directory cannot take: path segments of the endpoint and the host, and the default tenant."""
+
+MAX_CACHED = 1024
+"""Registry answers kept per instance: requests for random names cannot grow the cache without bound."""
 
 _NAME = re.compile(r"[a-z][a-z0-9-]{1,38}[a-z0-9]")
 
@@ -152,6 +156,9 @@ class DirectoryRegistry:
             return cached[1]
         found = await self._store.read_directory(name)
         directory = Directory.from_row(name, found[0], found[1]) if found is not None else None
+        self._cache.pop(name, None)
+        while len(self._cache) >= MAX_CACHED:
+            del self._cache[next(iter(self._cache))]  # the oldest answer
         self._cache[name] = (now, directory)
         return directory
 

@@ -121,3 +121,13 @@ def test_directory_settings_keep_the_deployment_and_take_the_directory() -> None
     assert settings.jwt_issuer == "https://sts.windows.net/tid/"
     assert (settings.schema_file, settings.change_queue) == ("base.yaml", "acme-q")
     assert settings.storage_connection_string == base.storage_connection_string
+
+
+async def test_requests_for_many_unknown_names_keep_the_cache_bounded(store, monkeypatch) -> None:
+    import scim.directories
+
+    monkeypatch.setattr(scim.directories, "MAX_CACHED", 5)
+    registry = DirectoryRegistry(store.repository)
+    for index in range(12):
+        assert await registry.get(f"nope{index}") is None
+    assert len(registry._cache) == 5
