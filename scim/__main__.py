@@ -11,16 +11,20 @@ Commands:
     export [--audit] [-o FILE]  write the whole directory as JSON lines (``scim.backup``)
     import [FILE]               restore an export into an empty table (``scim.backup``)
     token new | check URL       make a Secret Token; probe an endpoint like Entra's Test Connection
+    directory add | list | rotate-token | disable | enable | remove
+                                manage named directories (``scim.admin.directories``)
     entra login | connect | provision | start | pause | status | logs
                                 set up and watch Entra provisioning through Microsoft Graph
                                 (``scim.admin``)
 
 ``check``, ``audit`` and ``feed`` take their settings from the same ``SCIM_*`` variables as the endpoint
-(only the storage ones are needed). Exit status: 0 done (consistent, or all
-repaired), 1 anomalies remain / the check or step failed, 2 bad usage or configuration
-(a missing table included), storage or Graph unavailable, 130 interrupted (Ctrl-C),
-141 stdout closed early (``scim audit --json | head -2``: the status of a command
-killed by SIGPIPE, 128 + 13, as ``yes | head`` gives; nothing is printed).
+(only the storage ones are needed); with ``--directory NAME`` they, ``export`` and ``import`` act
+on that named directory instead of the default one (``scim.admin.directories.settings_of``).
+Exit status: 0 done (consistent, or all repaired), 1 anomalies remain / the check or step
+failed, 2 bad usage or configuration (a missing table or an unknown directory included),
+storage or Graph unavailable, 130 interrupted (Ctrl-C), 141 stdout closed early
+(``scim audit --json | head -2``: the status of a command killed by SIGPIPE, 128 + 13,
+as ``yes | head`` gives; nothing is printed).
 
 An error is one ``error: …`` line on stderr (``entra`` may add a ``What to do:``
 line; a usage error is argparse's usage line and its ``error:`` line), never a
@@ -40,9 +44,11 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 
 from scim import backup, changelog
+from scim.admin import directories
 from scim.admin.cli import UsageError, add_commands, run
 from scim.config import ConfigurationError, Settings, check_connection_string
 from scim.consistency import REPAIRED, RESOLVED, check, repair
+from scim.directories import DirectoryError
 from scim.errors import ScimError
 from scim.resources import build_kinds
 from scim.schemafile import SchemaFileError, load_schema_file
@@ -182,9 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     checker.add_argument(
         "--json", action="store_true", help='one JSON object per anomaly, then {"summary": {...}}'
     )
+    directories.directory_option(checker)
     add_commands(commands)
     changelog.add_commands(commands)
     backup.add_commands(commands)
+    directories.add_commands(commands)
     arguments = parser.parse_args(argv)
     if arguments.command in ("token", "entra"):
         return run(arguments, os.environ)
@@ -198,12 +206,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if settings.storage_connection_string:
             check_connection_string(settings.storage_connection_string)
+        if arguments.command == "directory":
+            return directories.run(settings, arguments)
+        settings = directories.settings_of(settings, arguments)  # --directory NAME, else unchanged
         if arguments.command in ("export", "import"):
             return backup.run(settings, arguments)
         if arguments.command != "check":
             return changelog.run(settings, arguments)
         return asyncio.run(_check(settings, fix=arguments.repair, as_json=arguments.json))
-    except (ConfigurationError, SchemaFileError, UsageError, changelog.QueueUnavailableError) as error:
+    except (
+        ConfigurationError,
+        DirectoryError,
+        SchemaFileError,
+        UsageError,
+        changelog.QueueUnavailableError,
+    ) as error:
         return _fail(str(error), debug=arguments.debug)
     except ScimError as error:
         return _fail(describe_storage_failure(error, settings), debug=arguments.debug)

@@ -57,6 +57,7 @@ from typing import IO, Any, Protocol
 from uuid import UUID
 
 from scim import __version__
+from scim.admin.directories import directory_option
 from scim.config import Settings
 from scim.errors import ConflictError, ScimError, ServiceUnavailableError
 from scim.tables import (
@@ -490,7 +491,8 @@ async def import_directory(
     if header["tenant"] != tenant:
         raise BackupError(
             f"{name} is an export of directory {header['tenant']!r}, but SCIM_TENANT is {tenant!r}: "
-            f"set SCIM_TENANT={header['tenant']} to restore it. Nothing was written."
+            f"set SCIM_TENANT={header['tenant']} (a named directory: pass --directory {header['tenant']}) "
+            "to restore it. Nothing was written."
         )
     found = await repository.directory_row()
     if found is not None:
@@ -543,6 +545,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             metavar="N",
             help=f"a progress line on stderr every N rows (default {PROGRESS_EVERY:,}; 0: none)",
         )
+        directory_option(parser)
 
 
 def _say(text: str) -> None:

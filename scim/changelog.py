@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from scim.admin.cli import parse_time, table, time_argument
+from scim.admin.directories import directory_option
 from scim.changes import OPERATIONS, Change, timestamp
 from scim.config import ConfigurationError, Settings
 from scim.errors import ScimError
@@ -279,6 +280,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--days", type=int, help="prune: retention in days (default SCIM_AUDIT_RETENTION_DAYS)"
     )
     auditing.add_argument("--json", action="store_true", help="one JSON object per change")
+    directory_option(auditing)
 
     feed = commands.add_parser("feed", help="run the change-feed relay, or replay recorded events")
     actions = feed.add_subparsers(dest="action", required=True)
@@ -288,6 +290,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     replaying.add_argument("--since", required=True, type=time_argument, help="30m, 24h, 7d or an ISO time")
     replaying.add_argument("--until", type=time_argument, help="ISO time or 30m/24h/7d ago")
     replaying.add_argument("--queue", help="send to this queue (else JSON lines on stdout)")
+    for parser in (relaying, replaying):
+        directory_option(parser)
 
 
 def run(settings: Settings, arguments: argparse.Namespace) -> int:

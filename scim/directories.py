@@ -195,7 +195,7 @@ class DirectoryRegistry:
         once next to the current one; paste it into Entra, then ``finish`` drops the old one.
 
         Raises:
-            DirectoryError: There is no such directory, or no rotation to finish.
+            DirectoryError: There is no such directory, no rotation to finish, or one in progress.
         """
         directory = await self._existing(name)
         if finish:
@@ -204,6 +204,12 @@ class DirectoryRegistry:
             changed = replace(directory, token_digests=directory.token_digests[:1])
             token = None
         else:
+            if len(directory.token_digests) > 1:
+                # Which of the two Entra sends is unknown: a third token would drop one of them.
+                raise DirectoryError(
+                    f"directory {name!r} is already rotating its token: finish that rotation first "
+                    "(`scim directory rotate-token NAME --finish`)"
+                )
             token = secrets.token_urlsafe(32)
             changed = replace(directory, token_digests=(token_digest(token), directory.token_digests[0]))
         etag = await self._store.write_directory(name, changed.to_row(), directory.etag)

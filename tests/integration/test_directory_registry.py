@@ -131,3 +131,12 @@ async def test_requests_for_many_unknown_names_keep_the_cache_bounded(store, mon
     for index in range(12):
         assert await registry.get(f"nope{index}") is None
     assert len(registry._cache) == 5
+
+
+async def test_a_second_rotation_before_the_first_is_finished_is_refused(store) -> None:
+    registry = DirectoryRegistry(store.repository, ttl=0)
+    await registry.add("acme")
+    rotating, _ = await registry.rotate_token("acme")
+    with pytest.raises(DirectoryError, match="already rotating"):
+        await registry.rotate_token("acme")
+    assert (await registry.list())[0].token_digests == rotating.token_digests
