@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from scim2_models import Context, ResponseParameters
 
-from scim.auth import Authenticator, JwtPolicy, KeySource
+from scim.auth import Authenticator, JwtPolicy, KeySource, authenticate
 from scim.bulk import BulkLimits, Dispatch, SubResponse, process_bulk
 from scim.changes import Actor, current_actor
 from scim.config import Settings
@@ -38,6 +38,8 @@ from scim.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ScimError,
+    TooManyRequestsError,
+    UnauthorizedError,
     UnsupportedMediaTypeError,
 )
 from scim.groups import GroupService
@@ -117,8 +119,11 @@ class ScimApi:
         *,
         keys: KeySource | None = None,
         declared: DeclaredSchemas | None = None,
+        uniform_refusals: bool = False,
     ) -> None:
         self._settings = settings
+        self._uniform_refusals = uniform_refusals
+        self._in_progress = 0
         policy = None
         if settings.entra_tenant_id:
             policy = JwtPolicy(settings.entra_tenant_id, settings.jwt_issuer, settings.jwt_audiences)
@@ -145,22 +150,32 @@ class ScimApi:
 
         The request id is the client's ``x-ms-request-id``/``X-Request-Id`` when it
         sends one (so a line in Entra's provisioning logs can be found here), else new.
+
+        The credential is checked first, so nothing about the request (its size, the directory's
+        load) is answered to a client without one. Then the body limit, then the directory's
+        share of requests in progress (``SCIM_DIRECTORY_CONCURRENCY``: 429 beyond it, issue 17).
+        With ``uniform_refusals`` (named directories), every refused credential gets the answer an
+        unknown token gets, so a refusal never tells which directories exist or how they sign in.
         """
         started = time.perf_counter()
         request_id = _request_id(request)
         principal, scim_type = "-", None
         try:
+            principal = await self._authenticate(request)
             if len(request.body) > self._settings.max_body_bytes:
                 raise PayloadTooLargeError(
                     f"The body is {len(request.body):,} bytes; the limit is "
                     f"{self._settings.max_body_bytes:,}."
                 )
-            principal = await self._authenticator.authenticate(request.header("authorization"))
+            if self._in_progress >= self._settings.directory_concurrency:
+                raise TooManyRequestsError(retry_after=1)
+            self._in_progress += 1
             actor = current_actor.set(Actor(principal, request_id))  # for the change records
             try:
                 response = await handler(request)
             finally:
                 current_actor.reset(actor)
+                self._in_progress -= 1
         except ScimError as error:
             response, scim_type = error_response(error), error.scim_type
         except Exception:
@@ -184,6 +199,18 @@ class ScimApi:
         arguments = (printable(request.method), route, response.status, elapsed, request_id, principal)
         log.log(level, message, *arguments, extra={"scim": fields})
         return Response(response.status, {**response.headers, "X-Request-Id": request_id}, response.body)
+
+    async def _authenticate(self, request: Request) -> str:
+        """The credential's name; with uniform refusals, any refusal is an unknown token's."""
+        authorization = request.header("authorization")
+        try:
+            return await self._authenticator.authenticate(authorization)
+        except UnauthorizedError as refused:
+            if not self._uniform_refusals:
+                raise
+            log.info("Credential refused: %s", refused.detail)  # the reason stays in the log
+            authenticate(authorization, ())  # raises exactly what an unknown token gets
+            raise  # pragma: no cover - authenticate with nothing accepted always raises
 
     def _base_url(self, request: Request) -> str:
         """The SCIM base URL for ``meta.location`` and ``Location`` (RFC 7643 §3.1).

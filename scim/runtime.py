@@ -12,14 +12,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scim.api import Request, Response, ScimApi, error_response
-from scim.auth import authenticate
 from scim.config import WEAK_TOKEN_CHARS, ConfigurationError, Settings
 from scim.directories import Directory, DirectoryError, DirectoryRegistry, check_name, settings_for
-from scim.errors import ScimError, ServiceUnavailableError, TooManyRequestsError, UnauthorizedError
+from scim.errors import ScimError, ServiceUnavailableError
 from scim.feed import Relay, RelayReport, source_of
 from scim.schemafile import DeclaredSchemas, SchemaFileError, load_schema_file
 from scim.tables import TableRepository, open_repository
@@ -65,7 +65,7 @@ class Runtime:
         self._registry: DirectoryRegistry | None = None
         self._directory_apis: dict[str, tuple[Directory, ScimApi]] = {}
         self._directory_relays: dict[str, tuple[Directory, Relay, QueuePublisher | None]] = {}
-        self._in_progress: dict[str, int] = {}
+        self._refusing: ScimApi | None = None
 
     def declared(self, settings: Settings) -> DeclaredSchemas:
         """The operator's schema extensions (read once per file name).
@@ -219,6 +219,7 @@ class Runtime:
         self._loop = None
         self._registry = None
         self._directory_apis.clear()
+        self._refusing = None
         self._directory_relays.clear()
 
     async def handle(self, route: str, request: Request) -> Response:
@@ -244,35 +245,13 @@ class Runtime:
         name = request.route.get("directory")
         if name is not None:
             try:
-                found = await self._directory_api(name)
+                api = await self._directory_api(name)
             except ScimError as error:
                 return error_response(error)
             except SchemaFileError as error:
                 detail = f"This directory's schema file is invalid: {error}"
                 return error_response(ServiceUnavailableError(detail, retry_after=60))
-            if found is None:
-                # Unknown and disabled directories answer exactly as a wrong token does: no way to
-                # tell which directories exist.
-                return error_response(_refusal(request))
-            api = found
-        return await self._limited(name or "", ROUTES[route], api, request)
-
-    async def _limited(
-        self,
-        directory: str,
-        handler: Callable[[ScimApi, Request], Awaitable[Response]],
-        api: ScimApi,
-        request: Request,
-    ) -> Response:
-        """Run ``handler`` unless ``directory`` already has its share of requests in progress (429)."""
-        limit = self._settings_or_default().directory_concurrency
-        if self._in_progress.get(directory, 0) >= limit:
-            return error_response(TooManyRequestsError(retry_after=1))
-        self._in_progress[directory] = self._in_progress.get(directory, 0) + 1
-        try:
-            return await handler(api, request)
-        finally:
-            self._in_progress[directory] -= 1
+        return await ROUTES[route](api, request)
 
     def _settings_or_default(self) -> Settings:
         return self._built if self._built is not None else Settings()
@@ -285,19 +264,22 @@ class Runtime:
             self._registry = DirectoryRegistry(self._repository)
         return self._registry
 
-    async def _directory_api(self, name: str) -> ScimApi | None:
-        """The API of the named directory, or None when there is none or it is disabled.
+    async def _directory_api(self, name: str) -> ScimApi:
+        """The API of the named directory; for an unknown or disabled one, an API that refuses all.
 
         Built once per registry version of the directory (a rotated token or a new schema file
         takes effect within :data:`scim.directories.CACHE_SECONDS`), sharing the storage client.
+        Every named directory's API answers a refused credential exactly as an unknown token, and
+        the refusing API answers every request so — same status, body, headers and log line — so
+        no response tells whether a directory exists, is disabled, or how it signs in.
         """
         try:
             name = check_name(name, self._settings_or_default().tenant)
         except DirectoryError:
-            return None
+            return self._refusing_api()
         directory = await self.directories().get(name)
         if directory is None or directory.disabled:
-            return None
+            return self._refusing_api()
         cached = self._directory_apis.get(name)
         if cached is not None and cached[0] == directory:
             return cached[1]
@@ -309,10 +291,22 @@ class Runtime:
             from scim.jwks import JwksKeys
 
             keys = JwksKeys(settings.jwks_url)
-        api = ScimApi(settings, repository.for_tenant(name), keys=keys, declared=self.declared(settings))
+        declared = self.declared(settings)
+        api = ScimApi(
+            settings, repository.for_tenant(name), keys=keys, declared=declared, uniform_refusals=True
+        )
         self._directory_apis[name] = (directory, api)
         log.info("Directory %s ready (tenant segment %s)", name, name)
         return api
+
+    def _refusing_api(self) -> ScimApi:
+        """An API that accepts no credential: what an unknown or disabled directory answers with."""
+        if self._refusing is None:
+            base, repository = self._built, self._repository
+            assert base is not None and repository is not None  # built by api()  # noqa: S101
+            nobody = replace(base, tenant="~refused", token_digests=(), entra_tenant_id="", schema_file="")
+            self._refusing = ScimApi(nobody, repository.for_tenant("~refused"), uniform_refusals=True)
+        return self._refusing
 
 
 def _sum(first: RelayReport, second: RelayReport) -> RelayReport:
@@ -322,12 +316,3 @@ def _sum(first: RelayReport, second: RelayReport) -> RelayReport:
         waiting=first.waiting + second.waiting,
         pruned=first.pruned + second.pruned,
     )
-
-
-def _refusal(request: Request) -> UnauthorizedError:
-    """What a request with a wrong token gets (``scim.auth.authenticate`` with nothing accepted)."""
-    try:
-        authenticate(request.header("authorization"), ())
-    except UnauthorizedError as error:
-        return error
-    return UnauthorizedError()  # pragma: no cover - nothing is accepted
