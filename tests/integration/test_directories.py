@@ -948,10 +948,14 @@ async def busy(store, monkeypatch) -> AsyncIterator[Busy]:
     release, inside = asyncio.Event(), asyncio.Semaphore(0)
 
     async def held(api: ScimApi, request: Request) -> Response:
-        if request.route.get("directory") == a_name:
-            inside.release()
-            await release.wait()
-        return await ScimApi.users(api, request)
+        # Held inside the API's guard, after authentication and the limit, as a slow request is.
+        async def handler(inner: Request) -> Response:
+            if inner.route.get("directory") == a_name:
+                inside.release()
+                await release.wait()
+            return await api._collection(api._users)(inner)
+
+        return await api._guard(request, "/Users", handler)
 
     monkeypatch.setitem(scim.runtime.ROUTES, "users", held)
     tasks = [asyncio.create_task(runtime.handle("users", request_to(a_name, a_token))) for _ in range(2)]
