@@ -1,10 +1,10 @@
 """Azure Functions (Python v2) triggers: one per SCIM route template.
 
 A thin table: each trigger converts the Functions request into a
-transport-neutral :class:`scim.api.Request` and back. All SCIM behaviour lives
+transport-neutral :class:`scim.web.api.Request` and back. All SCIM behaviour lives
 in ``scim/``. Routes are relative to host.json's ``routePrefix`` ("scim"), so
 the Entra Tenant URL is ``https://<host>/scim/v2``. Triggers are anonymous:
-Entra can only send ``Authorization: Bearer``, which ``scim.api`` checks.
+Entra can only send ``Authorization: Bearer``, which ``scim.web.api`` checks.
 Methods are explicit on every route (the host tries routes in function-name
 order and would let a method-less route shadow another; azure-notes §1.2).
 """
@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
-from scim.api import Request, Response
 from scim.config import Settings
 from scim.runtime import Runtime
+from scim.web.api import Request, Response
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -123,7 +123,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 # §1.2), so this catch-all is named to sort after every other trigger.
 @app.timer_trigger(schedule="*/10 * * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
 async def change_feed_relay(timer: func.TimerRequest) -> None:
-    """Every 10 s: publish committed changes to the change-feed queue and keep them as audit (scim.feed)."""
+    """Every 10 s: publish committed changes to the change-feed queue, then keep them as audit (scim.feed)."""
     await runtime.relay_once()
 
 

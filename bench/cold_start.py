@@ -111,10 +111,10 @@ print(json.dumps({{"deps": _t1 - _t0, "own": _t2 - _t1}}))
 # own `importlib.import_module("function_app")`); patching first would need `import function_app`
 # first, which would move the import out of the init row. Before listening, so that it is in
 # place for the first request, and still in time: indexing does not build the SCIM runtime, which
-# builds itself (Runtime._build, which calls scim.tables.connect through open_repository) on the
+# builds itself (Runtime._build, which calls scim.storage.tables.connect through open_repository) on the
 # first request. The instrumentation does not change behaviour: a counting/timing per-retry
 # policy in the table client, a timer around Runtime._build, and a log handler collecting the
-# latency that scim.api logs for each request.
+# latency that scim.web.api logs for each request.
 SERVE_CHILD = """\
 import time
 T0 = time.time()
@@ -125,7 +125,7 @@ host.start()
 T2 = time.time()
 import json, logging, sys
 import function_app  # imported by the runtime's worker init: this is a sys.modules lookup
-import scim.tables
+import scim.storage.tables
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 class Meter(SansIOHTTPPolicy):
@@ -137,10 +137,10 @@ class Meter(SansIOHTTPPolicy):
     def on_response(self, request, response):
         Meter.seconds += time.perf_counter() - request.context["bench_started"]
 
-_connect = scim.tables.connect
+_connect = scim.storage.tables.connect
 def connect(connection_string, table_name, *, per_retry_policies=()):
     return _connect(connection_string, table_name, per_retry_policies=[*per_retry_policies, Meter()])
-scim.tables.connect = connect
+scim.storage.tables.connect = connect
 
 builds = []
 runtime = function_app.runtime

@@ -12,7 +12,7 @@ DESCRIPTION:
        running every --interval seconds (1 s here; `make run` and the timer trigger in Azure run
        every 10 s, so add ~5 s on average there) and a consumer polling the queue.
 
-    ``scim.api.ScimApi`` is driven directly (no HTTP). Prints a table and a ``JSON:`` line.
+    ``scim.web.api.ScimApi`` is driven directly (no HTTP). Prints a table and a ``JSON:`` line.
 
 USAGE:
     .venv/bin/python -m bench.feed [--users N] [--latency-writes M] [--interval S]
@@ -35,11 +35,11 @@ from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from bench.users import entra_user, machine, patch_body, percentile
-from scim.api import Request, ScimApi
 from scim.config import Settings, token_digest
-from scim.feed import Relay
-from scim.queue import open_publisher, open_reader
-from scim.tables import TableRepository, connect
+from scim.feed.relay import Relay
+from scim.storage.queue import open_publisher, open_reader
+from scim.storage.tables import TableRepository, connect
+from scim.web.api import Request, ScimApi
 from tools.azurite import Azurite
 
 BASE = "http://bench.invalid/scim/v2"

@@ -25,7 +25,7 @@ DESCRIPTION:
       which are now refused up front — how long refusing takes.
 
     ``--on-loop`` runs the CPU-heavy steps on the event loop instead of the thread pool
-    (``scim.service.off_loop`` replaced by a direct call): what the probes saw before the fix.
+    (``scim.service.operations.off_loop`` replaced by a direct call): what the probes saw before the fix.
     Measured, not asserted: the responsiveness check is ``tests/integration/test_bounded_work.py``.
 
 USAGE:
@@ -54,10 +54,10 @@ from unittest import mock
 
 import httpx
 
-import scim.api
-import scim.service
+import scim.service.operations
+import scim.web.api
 from functions_host import FunctionsHost, serve_in_thread
-from scim.limits import MAX_MULTI_VALUES, MAX_PATCH_OPERATIONS, MAX_PATCH_WORK, patch_work
+from scim.model.limits import MAX_MULTI_VALUES, MAX_PATCH_OPERATIONS, MAX_PATCH_WORK, patch_work
 from tools.azurite import Azurite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,8 +236,8 @@ def endpoint(token: str, on_loop: bool) -> Iterator[str]:
             async def inline(function: Callable[..., Any], *arguments: Any) -> Any:
                 return function(*arguments)
 
-            stack.enter_context(mock.patch.object(scim.service, "off_loop", inline))
-            stack.enter_context(mock.patch.object(scim.api, "off_loop", inline))
+            stack.enter_context(mock.patch.object(scim.service.operations, "off_loop", inline))
+            stack.enter_context(mock.patch.object(scim.web.api, "off_loop", inline))
         import function_app
 
         host = FunctionsHost(ROOT)

@@ -9,10 +9,10 @@ DESCRIPTION:
     remove), GET group with and without members at 10, 1,000 and 5,000 members, and the same
     filters again at 5,000 users that are all members of a group.
 
-    ``scim.api.ScimApi`` is driven directly (no HTTP) with production settings (page size 200,
+    ``scim.web.api.ScimApi`` is driven directly (no HTTP) with production settings (page size 200,
     scan bound 10,000) over an Azurite table service in memory (``tools.azurite``), one fresh
     table per section. Every HTTP request the Table SDK sends, retries included, is counted by an
-    azure-core ``SansIOHTTPPolicy`` passed to ``scim.tables.connect(..., per_retry_policies=...)``;
+    azure-core ``SansIOHTTPPolicy`` passed to ``scim.storage.tables.connect(..., per_retry_policies=...)``;
     measured operations run one at a time, so each count is exactly that operation's. Setup
     (creating users, filling groups) runs concurrently and is not counted.
 
@@ -46,9 +46,9 @@ from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from bench.users import ENTERPRISE, entra_group, entra_user, machine, members_of, patch_body
-from scim.api import Request, Response, ScimApi
 from scim.config import Settings, token_digest
-from scim.tables import TableRepository, connect
+from scim.storage.tables import TableRepository, connect
+from scim.web.api import Request, Response, ScimApi
 from tools.azurite import Azurite
 
 BASE = "http://bench.invalid/scim/v2"

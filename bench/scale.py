@@ -5,7 +5,7 @@ DESCRIPTION:
     Latency at scale (issue 8): does a user lookup, a GET and a PATCH cost the same with 1,000 and
     with 50,000 users, and what does a 10,000-member group cost?
 
-    One Azurite (in memory), one table. ``scim.api.ScimApi`` is driven directly (no HTTP: the
+    One Azurite (in memory), one table. ``scim.web.api.ScimApi`` is driven directly (no HTTP: the
     service + storage path), and with ``--http`` also over loopback HTTP (``function_app`` through
     the local Functions host, the real ``azure-functions-runtime``, as ``make run`` serves it).
     Users are loaded through the service's create (``UserService.create`` →
@@ -16,7 +16,7 @@ DESCRIPTION:
     At each size, for ``--samples`` random users (sequentially, after a short warm-up):
     ``filter=userName eq "…"`` (a hit), ``GET /Users/{id}`` and a PATCH replacing ``active``.
     Every storage request is counted and timed by an azure-core ``SansIOHTTPPolicy`` passed to
-    ``scim.tables.connect(..., per_retry_policies=[...])``, so each operation's latency splits into
+    ``scim.storage.tables.connect(..., per_retry_policies=[...])``, so each operation's latency splits into
     storage time (inside the HTTP round trips) and the rest ("own": the service, plus the Table
     SDK's request building and response parsing). Then the ratio largest size / smallest size is
     compared with the target (p50 within 20%). Azurite answers range queries by scanning the whole
@@ -69,13 +69,13 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 from azure.data.tables.aio import TableClient
 
-import scim.tables
-from scim.api import Request, ScimApi
+import scim.storage.tables
 from scim.config import Settings, token_digest
-from scim.errors import ServiceUnavailableError
-from scim.membership import Membership
-from scim.tables import TableRepository
-from scim.users import UserService
+from scim.model.errors import ServiceUnavailableError
+from scim.service.membership import Membership
+from scim.service.users import UserService
+from scim.storage.tables import TableRepository
+from scim.web.api import Request, ScimApi
 from tools.azurite import Azurite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,8 +142,8 @@ class StorageMeter(SansIOHTTPPolicy[Any, Any]):
 
 
 def metered_connect(meter: StorageMeter) -> Callable[..., TableClient]:
-    """A ``scim.tables.connect`` that adds ``meter`` to the client's per-retry policies."""
-    original = scim.tables.connect  # captured before anything patches the module
+    """A ``scim.storage.tables.connect`` that adds ``meter`` to the client's per-retry policies."""
+    original = scim.storage.tables.connect  # captured before anything patches the module
 
     def connect(
         connection_string: str,
@@ -219,7 +219,7 @@ def http_driver(connection_string: str, token: str, meter: StorageMeter) -> Iter
     """``function_app`` served over loopback by the local Functions host, its table client metered.
 
     The runtime indexes ``function_app`` when the host starts (once per process: one app per
-    process); the table client is built on the first request, so patching ``scim.tables.connect``
+    process); the table client is built on the first request, so patching ``scim.storage.tables.connect``
     before that is enough.
     """
     import httpx
@@ -235,8 +235,8 @@ def http_driver(connection_string: str, token: str, meter: StorageMeter) -> Iter
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
     with (
         mock.patch.dict(os.environ, settings),
-        # open_repository calls the name in scim.tables when the runtime builds (first request).
-        mock.patch.object(scim.tables, "connect", metered_connect(meter)),
+        # open_repository calls the name in scim.storage.tables when the runtime builds (first request).
+        mock.patch.object(scim.storage.tables, "connect", metered_connect(meter)),
     ):
         host = FunctionsHost(ROOT)
         host.start()  # azure-functions-runtime indexes function_app.py
@@ -563,7 +563,7 @@ def estimate(loader: Loader, sizes: Sequence[int], samples: int, group_size: int
 async def run(args: argparse.Namespace, connection_string: str, started: float) -> dict[str, Any]:
     token = secrets.token_urlsafe(32)
     meter = StorageMeter()
-    client = scim.tables.connect(connection_string, TABLE_NAME, per_retry_policies=[meter])
+    client = scim.storage.tables.connect(connection_string, TABLE_NAME, per_retry_policies=[meter])
     try:
         await client.create_table()
         repository = TableRepository(client)

@@ -57,10 +57,10 @@ from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 from azure.data.tables.aio import TableClient
 
 import scim.runtime
-import scim.tables
+import scim.storage.tables
 from functions_host import FunctionsHost, serve_in_thread
-from scim.api import Request, Response
 from scim.config import Settings
+from scim.web.api import Request, Response
 from tools.azurite import Azurite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,8 +134,8 @@ class AttributingRuntime(scim.runtime.Runtime):
 def counting_connect(
     policy: RoundTrips,
 ) -> Callable[..., TableClient]:
-    """A ``scim.tables.connect`` that adds ``policy`` to the client's per-retry policies."""
-    original = scim.tables.connect
+    """A ``scim.storage.tables.connect`` that adds ``policy`` to the client's per-retry policies."""
+    original = scim.storage.tables.connect
 
     def connect(
         connection_string: str,
@@ -450,8 +450,8 @@ def endpoint(token: str, policy: RoundTrips) -> Iterator[str]:
         azurite = stack.enter_context(Azurite())
         os.environ["SCIM_STORAGE_CONNECTION_STRING"] = azurite.connection_string
         os.environ["SCIM_BEARER_TOKEN"] = token
-        # Runtime._build calls the name it imported, so patch it there, not in scim.tables.
-        stack.enter_context(mock.patch.object(scim.tables, "connect", counting_connect(policy)))
+        # Runtime._build calls the name it imported, so patch it there, not in scim.storage.tables.
+        stack.enter_context(mock.patch.object(scim.storage.tables, "connect", counting_connect(policy)))
 
         import function_app
 

@@ -4,12 +4,12 @@
 directory without activating the venv (``[project.scripts]`` in pyproject.toml).
 
 Commands:
-    check [--repair] [--json]   scan the table for anomalies (``scim.consistency``),
+    check [--repair] [--json]   scan the table for anomalies (``scim.service.consistency``),
                                 and repair them with ``--repair``
-    audit [prune] [filters]     who changed what, when (``scim.changelog``)
+    audit [prune] [filters]     who changed what, when (``scim.admin.changelog``)
     feed relay | replay         publish pending changes; re-send recorded events since a time
-    export [--audit] [-o FILE]  write the whole directory as JSON lines (``scim.backup``)
-    import [FILE]               restore an export into an empty table (``scim.backup``)
+    export [--audit] [-o FILE]  write the whole directory as JSON lines (``scim.admin.backup``)
+    import [FILE]               restore an export into an empty table (``scim.admin.backup``)
     token new | check URL       make a Secret Token; probe an endpoint like Entra's Test Connection
     directory add | list | rotate-token | disable | enable | remove
                                 manage named directories (``scim.admin.directories``)
@@ -29,6 +29,9 @@ as ``yes | head`` gives; nothing is printed).
 An error is one ``error: …`` line on stderr (``entra`` may add a ``What to do:``
 line; a usage error is argparse's usage line and its ``error:`` line), never a
 traceback: ``scim --debug COMMAND`` shows the library log lines and the traceback.
+
+It may import ``scim.admin``, ``scim.service``, ``scim.feed``, ``scim.storage``, ``scim.model``,
+``scim.config`` and ``scim.logs``.
 """
 
 from __future__ import annotations
@@ -43,15 +46,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 
-from scim import backup, changelog
-from scim.admin import directories
+from scim.admin import backup, changelog, directories
 from scim.admin.cli import UsageError, add_commands, run
 from scim.config import ConfigurationError, Settings, check_connection_string
-from scim.consistency import REPAIRED, RESOLVED, check, repair
-from scim.directories import DirectoryError
-from scim.errors import ScimError
-from scim.resources import build_kinds
-from scim.schemafile import SchemaFileError, load_schema_file
+from scim.model.errors import ScimError
+from scim.model.resources import build_kinds
+from scim.model.schemafile import SchemaFileError, load_schema_file
+from scim.service.consistency import REPAIRED, RESOLVED, check, repair
+from scim.storage.directories import DirectoryError
 
 PROGRESS_AFTER_S = 1.5
 """A scan shorter than this prints no progress line."""
@@ -84,7 +86,7 @@ class ScanProgress:
 async def _check(settings: Settings, *, fix: bool, as_json: bool) -> int:
     """Scan (and repair); one line per anomaly, then the summary, always (with ``--json`` also on stdout).
 
-    A table that does not exist is :class:`scim.changelog.MissingTableError`, not "0 anomalies".
+    A table that does not exist is :class:`scim.admin.changelog.MissingTableError`, not "0 anomalies".
     """
     kinds = build_kinds(load_schema_file(settings.schema_file))
     repository = await changelog.open_existing(settings)
@@ -138,7 +140,7 @@ def _first_line(error: BaseException) -> str:
 def describe_storage_failure(error: ScimError, settings: Settings | None) -> str:
     """One line for a storage failure: where (the endpoint and the setting naming it), why, what to check.
 
-    ``scim.tables`` maps every azure-core error to the SCIM error tree with the
+    ``scim.storage.tables`` maps every azure-core error to the SCIM error tree with the
     original chained; this reads it back by duck typing (``status_code``,
     ``error_code``, class names), so the command line imports no azure package.
     """
@@ -229,13 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _quiet_logging(debug: bool) -> None:
     """Each failure is reported once, as the ``error:`` line: library log lines only with ``--debug``.
 
-    The relay's warnings (``scim.feed``: which changes wait, and why) stay visible: they
+    The relay's warnings (``scim.feed.relay``: which changes wait, and why) stay visible: they
     are ``feed relay``'s account of a partial run, which exits 1 without an error line.
     """
     if debug:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return
-    feed = logging.getLogger("scim.feed")
+    feed = logging.getLogger("scim.feed.relay")
     if any(handler.get_name() == "scim-cli" for handler in feed.handlers):
         return  # already set up (cli called again in one process)
     logging.getLogger().addHandler(logging.NullHandler())  # no "last resort" printing of warnings

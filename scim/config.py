@@ -2,7 +2,8 @@
 
 Nothing else in ``scim/`` reads ``os.environ``; tests build :class:`Settings`
 directly. Secrets are kept only as SHA-256 digests so that a stray ``repr``
-or log line can never print a token.
+or log line can never print a token. Every room reads its settings from here. It may import
+nothing from ``scim``.
 """
 
 from __future__ import annotations
@@ -209,11 +210,11 @@ class Settings:
         directory_concurrency: Requests one directory may have in progress in one instance; more
             get 429 with ``Retry-After`` (issue 17: one noisy directory cannot starve the others).
         change_queue: Azure Storage Queue the change feed is published to
-            (``scim.feed``); empty: changes are kept in the audit trail only.
+            (``scim.feed.relay``); empty: changes are kept in the audit trail only.
         storage_queue_endpoint: Queue endpoint for identity-based access
             (default: the table endpoint's account, ``.queue.``).
         audit_retention_days: Days the audit trail keeps a change (0: forever).
-        schema_file: The operator's schema-extension file (``scim.schemafile``);
+        schema_file: The operator's schema-extension file (``scim.model.schemafile``);
             relative to the app's folder; empty: built-in schemas only.
         unknown_attributes: ``reject`` (400 naming the attribute) or ``ignore``
             (dropped, and reported in the log and the audit record).

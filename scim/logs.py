@@ -1,11 +1,12 @@
-"""Structured logs: one JSON object per line, for containers and the dev server.
+"""Structured logs: one JSON object per line, for containers and the local host.
 
-``scim.api`` logs one line per request with a ``scim`` record attribute —
+``scim.web.api`` logs one line per request with a ``scim`` record attribute —
 request id, method, route template (never the query string), status,
 ``scimType``, latency and principal (``secret-token-1``/``-2`` or
 ``entra-app:<id>``; never a token). Under the Functions host these lines go
 to Application Insights; elsewhere :class:`JsonFormatter` makes them
-machine-readable (``SCIM_LOG_FORMAT=json``).
+machine-readable (``SCIM_LOG_FORMAT=json``). Every room may log through it. It may import
+nothing from ``scim``.
 """
 
 from __future__ import annotations

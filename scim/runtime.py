@@ -1,9 +1,12 @@
-"""Wiring for hosts: settings → storage client → :class:`scim.api.ScimApi`, built lazily.
+"""Wiring for hosts: settings → storage client → :class:`scim.web.api.ScimApi`, built lazily.
 
-Hosts (``function_app.py``, the dev server) import this at start-up; nothing
+The host (``function_app.py``, also under ``make run``) imports this at start-up; nothing
 here touches the network until the first request (DESIGN §2: cold start).
 The async table client binds to the event loop it first runs on, so the API
-is built once per loop — once per worker process under the Functions host.
+is built once per loop — once per worker process under the Functions host. This is the one
+place the rooms are put together for the endpoint: the API over the Table repository, the
+directories and the relay over the queue. It may import ``scim.web``, ``scim.feed``,
+``scim.storage``, ``scim.model``, ``scim.config`` and ``scim.logs``.
 """
 
 from __future__ import annotations
@@ -16,16 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scim.api import Request, Response, ScimApi, error_response
 from scim.config import WEAK_TOKEN_CHARS, ConfigurationError, Settings
-from scim.directories import Directory, DirectoryError, DirectoryRegistry, check_name, settings_for
-from scim.errors import ScimError, ServiceUnavailableError
-from scim.feed import Relay, RelayReport, source_of
-from scim.schemafile import DeclaredSchemas, SchemaFileError, load_schema_file
-from scim.tables import TableRepository, open_repository
+from scim.feed.relay import Relay, RelayReport, source_of
+from scim.model.errors import ScimError, ServiceUnavailableError
+from scim.model.schemafile import DeclaredSchemas, SchemaFileError, load_schema_file
+from scim.storage.directories import Directory, DirectoryError, DirectoryRegistry, check_name, settings_for
+from scim.storage.tables import TableRepository, open_repository
+from scim.web.api import Request, Response, ScimApi, error_response
 
 if TYPE_CHECKING:
-    from scim.queue import QueuePublisher
+    from scim.storage.queue import QueuePublisher
 
 __all__ = ["Runtime"]
 
@@ -111,7 +114,7 @@ class Runtime:
         keys = None
         if settings.entra_tenant_id:
             # Imported here: aiohttp's import (~130 ms) belongs to JWT mode, not to every cold start.
-            from scim.jwks import JwksKeys
+            from scim.web.jwks import JwksKeys
 
             keys = JwksKeys(settings.jwks_url)
         log.info("SCIM service ready: table %s, tenant %s", settings.table_name, settings.tenant)
@@ -126,11 +129,11 @@ class Runtime:
         return self._api
 
     def relay(self) -> Relay:
-        """The change-feed relay (``scim.feed``), sharing the API's storage client and loop."""
+        """The change-feed relay (``scim.feed.relay``), sharing the API's storage client and loop."""
         self.api()
         if self._relay is None:
             # Imported here: the queue SDK's import belongs to the relay, not to HTTP cold starts.
-            from scim.queue import open_publisher
+            from scim.storage.queue import open_publisher
 
             settings, repository = self._built, self._repository
             assert settings is not None and repository is not None  # built by api()  # noqa: S101
@@ -167,7 +170,7 @@ class Runtime:
         """A relay per enabled named directory (its outbox, its queue), rebuilt when it changes."""
         base, repository = self._built, self._repository
         assert base is not None and repository is not None  # built by relay()  # noqa: S101
-        from scim.queue import open_publisher
+        from scim.storage.queue import open_publisher
 
         relays = []
         for directory in await self.directories().list():
@@ -268,7 +271,7 @@ class Runtime:
         """The API of the named directory; for an unknown or disabled one, an API that refuses all.
 
         Built once per registry version of the directory (a rotated token or a new schema file
-        takes effect within :data:`scim.directories.CACHE_SECONDS`), sharing the storage client.
+        takes effect within :data:`scim.storage.directories.CACHE_SECONDS`), sharing the storage client.
         Every named directory's API answers a refused credential exactly as an unknown token, and
         the refusing API answers every request so — same status, body, headers and log line — so
         no response tells whether a directory exists, is disabled, or how it signs in.
@@ -288,7 +291,7 @@ class Runtime:
         settings = settings_for(base, directory)
         keys = None
         if settings.entra_tenant_id:
-            from scim.jwks import JwksKeys
+            from scim.web.jwks import JwksKeys
 
             keys = JwksKeys(settings.jwks_url)
         declared = self.declared(settings)

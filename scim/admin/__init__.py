@@ -1,9 +1,10 @@
-"""Administration from the terminal: Secret Tokens, and Entra provisioning over Microsoft Graph.
+"""Administration from the terminal: the commands behind ``scim`` (``python -m scim``).
 
-This package is a client, not part of the SCIM service: it never imports the
-service core, the storage module or Azure Functions. ``scim.admin.cli`` is
-the command line (``python -m scim token …`` and ``python -m scim entra …``);
-``graph`` speaks Microsoft Graph v1.0 REST, ``login`` obtains its tokens with
-msal, ``provisioning`` holds the synchronization operations, ``tokens`` the
-Secret Token helpers and ``meanings`` the plain-language reading of errors.
+It owns the command line (``cli``): Secret Tokens (``tokens``), named directories
+(``directories``), the audit trail and the feed's relay and replay (``changelog``), export and
+import of the whole table (``backup``), and Entra provisioning through Microsoft Graph v1.0
+(``graph`` speaks REST, ``login`` obtains tokens with msal, ``provisioning`` holds the
+synchronization steps, ``meanings`` and ``advice`` read errors in plain language). It opens the
+storage as the endpoint does and never serves HTTP. It may import ``scim.model``, ``scim.service``,
+``scim.storage``, ``scim.feed``, ``scim.config`` and ``scim.logs``.
 """

@@ -1,9 +1,9 @@
 """``scim directory …``: manage named directories from the command line, and ``--directory NAME``.
 
-A named directory (:mod:`scim.directories`, issue 17) has its own Tenant URL
+A named directory (:mod:`scim.storage.directories`, issue 17) has its own Tenant URL
 ``https://<host>/scim/<name>/v2`` and Secret Token; its registry row lives in the
 endpoint's own table, so what these commands change reaches every instance of the
-endpoint within :data:`scim.directories.CACHE_SECONDS`, without a redeploy:
+endpoint within :data:`scim.storage.directories.CACHE_SECONDS`, without a redeploy:
 
 - ``add NAME`` creates one and prints its Tenant URL and a new Secret Token, once
   (only the token's SHA-256 digest is stored);
@@ -16,9 +16,9 @@ endpoint within :data:`scim.directories.CACHE_SECONDS`, without a redeploy:
 
 :func:`directory_option` adds ``--directory NAME`` to ``check``, ``audit``, ``feed`` and
 ``export``/``import``; :func:`settings_of` (called once, by ``scim.__main__``) turns it into
-that directory's settings (:func:`scim.directories.settings_for`).
+that directory's settings (:func:`scim.storage.directories.settings_for`).
 
-Layering: this module reaches storage only through ``scim.tables``; it imports no Azure SDK
+Layering: this module reaches storage only through ``scim.storage.tables``; it imports no Azure SDK
 and reads no environment variable (``SCIM_PUBLIC_BASE_URL`` arrives in :class:`Settings`).
 """
 
@@ -35,7 +35,9 @@ from typing import IO, Any
 
 from scim.admin.cli import table
 from scim.config import Settings
-from scim.directories import (
+from scim.model.errors import ConflictError
+from scim.model.schemafile import load_schema_file
+from scim.storage.directories import (
     CACHE_SECONDS,
     Directory,
     DirectoryError,
@@ -43,9 +45,7 @@ from scim.directories import (
     check_name,
     settings_for,
 )
-from scim.errors import ConflictError
-from scim.schemafile import load_schema_file
-from scim.tables import TableRepository, open_repository
+from scim.storage.tables import TableRepository, open_repository
 
 __all__ = [
     "PLACEHOLDER_HOST",
@@ -89,7 +89,7 @@ def tenant_url(name: str, *, base_url: str = "", public_base_url: str = "") -> s
     default directory's Tenant URL (``…/scim/v2``) is accepted too. Without it, the host comes
     from ``public_base_url`` (``SCIM_PUBLIC_BASE_URL``, the default directory's
     ``https://host/scim/v2``: its ``/v2`` becomes ``/<name>/v2``, as
-    :func:`scim.directories.settings_for` derives it); without either, :data:`PLACEHOLDER_HOST`.
+    :func:`scim.storage.directories.settings_for` derives it); without either, :data:`PLACEHOLDER_HOST`.
     """
     for given in (base_url, public_base_url):
         url = given.strip().rstrip("/")
@@ -131,8 +131,8 @@ def directory_option(parser: argparse.ArgumentParser) -> None:
 
 
 async def _open_existing(settings: Settings) -> TableRepository:
-    # Imported here: scim.changelog imports this module (for directory_option).
-    from scim.changelog import open_existing
+    # Imported here: scim.admin.changelog imports this module (for directory_option).
+    from scim.admin.changelog import open_existing
 
     return await open_existing(settings)
 
@@ -163,7 +163,7 @@ def settings_of(settings: Settings, arguments: argparse.Namespace) -> Settings:
 
     The one place where ``check``, ``audit``, ``feed`` and ``export``/``import`` switch directory:
     the named directory's tenant segment, queue and schema file
-    (:func:`scim.directories.settings_for`). Naming the default directory (``SCIM_TENANT``) is
+    (:func:`scim.storage.directories.settings_for`). Naming the default directory (``SCIM_TENANT``) is
     the same as naming none. A disabled directory can still be checked, exported and audited.
 
     Raises:
@@ -343,7 +343,7 @@ async def _remove(settings: Settings, arguments: argparse.Namespace) -> int:
 
     ``TableRepository.delete_directory_rows`` leaves rows written meanwhile: an instance that read
     the registry before the directory was disabled may serve it for up to
-    :data:`~scim.directories.CACHE_SECONDS`, so the delete starts after that, and a second pass
+    :data:`~scim.storage.directories.CACHE_SECONDS`, so the delete starts after that, and a second pass
     takes what a request still in flight wrote. Interrupted, the directory stays disabled and a
     new ``remove`` finishes the job.
     """
@@ -419,7 +419,7 @@ def run(settings: Settings, arguments: argparse.Namespace) -> int:
     """Run a ``directory`` command; the exit status.
 
     Exit status 1 for a name already taken or a removal not confirmed (one ``error:`` line
-    here); a :class:`~scim.directories.DirectoryError` (a malformed or reserved name, no such
+    here); a :class:`~scim.storage.directories.DirectoryError` (a malformed or reserved name, no such
     directory, no rotation to finish, ``remove`` without a terminal or ``--yes``) and storage
     errors reach ``scim.__main__``, which prints its one ``error:`` line (exit status 2).
     """

@@ -1,6 +1,6 @@
 """How an operator's schema-extensions file reaches the app, and the example and docs that describe it.
 
-Offline checks of files, and of the docs against the loader (``scim.schemafile``):
+Offline checks of files, and of the docs against the loader (``scim.model.schemafile``):
 
 - examples/schema-extensions.yaml and the snippets of docs/schema-extensions.md load; the example has
   the attributes the docs walk through and uses only keys the docs document;
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scim.schemafile import SchemaFileError, load_schema_file, parse_schema_text
+from scim.model.schemafile import SchemaFileError, load_schema_file, parse_schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "schema-extensions.yaml"

@@ -21,9 +21,9 @@ from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from functions_host import FunctionsHost, Listener
-from scim.api import Request, Response, ScimApi
 from scim.config import Settings, token_digest
-from scim.tables import TableRepository, connect
+from scim.storage.tables import TableRepository, connect
+from scim.web.api import Request, Response, ScimApi
 from tests.conftest import NEXT_TOKEN, TOKEN, function_app_host
 from tools.azurite import Azurite
 from tools.run import host_body_limit

@@ -36,13 +36,13 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.data.tables import EdmType, EntityProperty
 
-from scim.api import ScimApi
-from scim.backup import BackupError, Progress, export_directory, import_directory, verify
-from scim.consistency import check
-from scim.feed import Relay
-from scim.resources import build_kinds
-from scim.schemafile import load_schema_file
-from scim.tables import TableRepository, connect
+from scim.admin.backup import BackupError, Progress, export_directory, import_directory, verify
+from scim.feed.relay import Relay
+from scim.model.resources import build_kinds
+from scim.model.schemafile import load_schema_file
+from scim.service.consistency import check
+from scim.storage.tables import TableRepository, connect
+from scim.web.api import ScimApi
 from tests.integration.conftest import RoundTrips, ScimClient, Store, make_settings
 from tests.integration.test_groups_entra import create_group, members_of
 from tests.integration.test_users_entra import ENTERPRISE, create, entra_user, patch

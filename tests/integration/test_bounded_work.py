@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scim.api import ScimApi
-from scim.limits import MAX_BULK_WORK, MAX_MULTI_VALUES, MAX_PATCH_WORK, patch_work
-from scim.schemafile import parse_schema_text
+from scim.model.limits import MAX_BULK_WORK, MAX_MULTI_VALUES, MAX_PATCH_WORK, patch_work
+from scim.model.schemafile import parse_schema_text
+from scim.web.api import ScimApi
 from tests.conftest import TOKEN
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_groups_entra import create_group, members_of

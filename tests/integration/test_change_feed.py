@@ -18,11 +18,11 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from scim.api import ScimApi
-from scim.errors import ServiceUnavailableError
-from scim.feed import Relay, message_of
-from scim.queue import open_publisher, open_reader
-from scim.tables import TableRepository, connect
+from scim.feed.relay import Relay, message_of
+from scim.model.errors import ServiceUnavailableError
+from scim.storage.queue import open_publisher, open_reader
+from scim.storage.tables import TableRepository, connect
+from scim.web.api import ScimApi
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_groups_entra import create_group, members_of, users
 from tests.integration.test_users_entra import create, patch
@@ -296,7 +296,7 @@ async def test_events_reach_an_azure_storage_queue(scim, store):
 
 
 def test_an_event_too_large_for_a_queue_message_leaves_the_resource_out():
-    from scim.changes import Change
+    from scim.model.changes import Change
 
     big = Change.of(
         "User", "u1", "create", 1, "2026-11-30T00:00:00.000000Z", after={"userName": "x" * 60_000}

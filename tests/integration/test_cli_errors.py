@@ -31,7 +31,7 @@ from typing import IO
 import pytest
 
 from scim.__main__ import PROGRESS_AFTER_S, PROGRESS_EVERY_S, ScanProgress
-from scim.repository import IndexRow
+from scim.storage.repository import IndexRow
 from tests.integration.conftest import ROOT, Store
 from tests.integration.test_users_entra import create
 from tools.azurite import ACCOUNT_KEY, ACCOUNT_NAME
@@ -216,7 +216,7 @@ def test_unreachable_storage_is_one_line_naming_the_endpoint_and_the_setting(hom
         )
         assert "Connect call failed" in line or "Connection refused" in line, (argv, line)
         assert result.out == "", argv
-    assert time.monotonic() - began < 30  # the client's short retries (scim.tables), not minutes
+    assert time.monotonic() - began < 30  # the client's short retries (scim.storage.tables), not minutes
 
 
 def test_an_unresolvable_storage_host_is_one_line(home):

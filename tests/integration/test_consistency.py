@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from scim.consistency import RESOLVED, check, repair
-from scim.membership import REPAIR_AFTER
-from scim.repository import EdgeWrite, IndexEntry, IndexRow
-from scim.tables import TableRepository
+from scim.model.resources import IndexEntry
+from scim.service.consistency import RESOLVED, check, repair
+from scim.service.membership import REPAIR_AFTER
+from scim.storage.repository import EdgeWrite, IndexRow
+from scim.storage.tables import TableRepository
 from tests.integration.test_groups_entra import create_group, groups_of, member_ids, members_of, users
 from tests.integration.test_users_entra import create, entra_user, patch
 

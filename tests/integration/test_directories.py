@@ -3,7 +3,7 @@
 ``function_app.py`` is served by the local Functions host (the ``dev_server`` fixture); directories
 are created with the app's own runtime, on the loop its functions run on, as the endpoint sees them
 (``scim.runtime.Runtime.directories``). Each test uses directory names of its own (a random
-suffix), so the registry's cache (``scim.directories.CACHE_SECONDS``) never holds a stale entry for
+suffix), so the registry's cache (``scim.storage.directories.CACHE_SECONDS``) never holds a stale entry for
 them. What is pinned:
 
 * a credential of directory A, the default directory's token, an unknown token, a malformed header:
@@ -17,7 +17,7 @@ them. What is pinned:
 * the registry's life (disable, enable, rotate, finish, remove) reaches the endpoint within the cache
   time, as a change made by another process (the CLI) would;
 * the change feed and the audit trail of a directory carry only its own changes, with CloudEvents
-  ``source`` ``urn:scim:tenant:<name>`` (``scim.feed.source_of``);
+  ``source`` ``urn:scim:tenant:<name>`` (``scim.feed.relay.source_of``);
 * one directory with ``SCIM_DIRECTORY_CONCURRENCY`` requests in progress gets 429 + ``Retry-After``
   (RFC 6585 §4) while another is served.
 
@@ -43,13 +43,13 @@ import pytest
 
 import function_app
 import scim.runtime
-from scim.api import Request, Response, ScimApi
 from scim.config import Settings
-from scim.directories import CACHE_SECONDS, DirectoryError, DirectoryRegistry
-from scim.feed import source_of
-from scim.queue import open_reader
-from scim.service import decode_cursor
-from scim.tables import TableRepository, connect
+from scim.feed.relay import source_of
+from scim.service.operations import decode_cursor
+from scim.storage.directories import CACHE_SECONDS, DirectoryError, DirectoryRegistry
+from scim.storage.queue import open_reader
+from scim.storage.tables import TableRepository, connect
+from scim.web.api import Request, Response, ScimApi
 from tests.conftest import TOKEN
 from tests.integration.conftest import DevServer, make_settings
 from tests.integration.test_groups_entra import entra_group
@@ -591,7 +591,7 @@ async def test_a_bulk_of_b_that_names_a_s_ids_reaches_nothing_of_a(pair, table):
 
 
 async def test_a_member_of_a_added_to_a_group_of_b_is_not_stored_and_a_is_unchanged(pair, table):
-    """A's user id is no user of B: the add is skipped (``scim.groups``: never stored), A is not touched."""
+    """A's user id is no user of B: the add is skipped (``scim.service.groups``: never stored), A is not touched."""
     a, b, _ = pair
     before_a = etags(await rows_of(table, a.tenant.name))
     a_user = a.users[f"only-{a.tenant.name}@contoso.com"]

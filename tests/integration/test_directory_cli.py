@@ -3,7 +3,7 @@
 Each command is the installed console command (``.venv/bin/scim``) in a subprocess, with the
 settings of the test's table in its environment (as in ``test_cli_errors.py``), against real
 Azurite. What a token is worth is proven in process: the directory's :class:`ScimApi` is built
-as the endpoint builds it (:func:`scim.directories.settings_for` and
+as the endpoint builds it (:func:`scim.storage.directories.settings_for` and
 ``TableRepository.for_tenant``) from what the command stored in the registry. Every row count
 is read back from the raw table, independently of the code that deletes or exports.
 """
@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from scim.api import ScimApi
 from scim.config import token_digest
-from scim.directories import Directory, DirectoryRegistry, settings_for
-from scim.feed import source_of
-from scim.repository import IndexRow
-from scim.tables import connect
+from scim.feed.relay import source_of
+from scim.storage.directories import Directory, DirectoryRegistry, settings_for
+from scim.storage.repository import IndexRow
+from scim.storage.tables import connect
+from scim.web.api import ScimApi
 from tests.conftest import TOKEN
 from tests.integration.conftest import ROOT, ScimClient, Store, make_settings
 from tests.integration.test_cli_errors import SCIM, Result, assert_one_error, on, run

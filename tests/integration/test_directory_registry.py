@@ -1,11 +1,12 @@
-"""The registry of directories (``scim.directories``) over a real table: names, cache, rotation, isolation of rows."""
+"""The registry of directories (``scim.storage.directories``) over a real table: names, cache, rotation, isolation of rows."""
 
 from __future__ import annotations
 
 import pytest
 
 from scim.config import Settings, token_digest
-from scim.directories import (
+from scim.model.errors import ConflictError, PreconditionFailedError
+from scim.storage.directories import (
     CACHE_SECONDS,
     Directory,
     DirectoryError,
@@ -13,7 +14,6 @@ from scim.directories import (
     check_name,
     settings_for,
 )
-from scim.errors import ConflictError, PreconditionFailedError
 from tests.integration.test_users_entra import entra_user
 
 pytestmark = pytest.mark.integration
@@ -124,9 +124,9 @@ def test_directory_settings_keep_the_deployment_and_take_the_directory() -> None
 
 
 async def test_requests_for_many_unknown_names_keep_the_cache_bounded(store, monkeypatch) -> None:
-    import scim.directories
+    import scim.storage.directories
 
-    monkeypatch.setattr(scim.directories, "MAX_CACHED", 5)
+    monkeypatch.setattr(scim.storage.directories, "MAX_CACHED", 5)
     registry = DirectoryRegistry(store.repository)
     for index in range(12):
         assert await registry.get(f"nope{index}") is None

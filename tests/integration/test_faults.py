@@ -10,10 +10,10 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from scim.api import ScimApi
 from scim.config import token_digest
-from scim.consistency import check
-from scim.tables import TableRepository, connect
+from scim.service.consistency import check
+from scim.storage.tables import TableRepository, connect
+from scim.web.api import ScimApi
 from tests.conftest import TOKEN
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_users_entra import assert_error, create, entra_user, patch

@@ -36,7 +36,7 @@ import httpx
 import pytest
 
 from functions_host import serve_in_thread
-from scim.api import ScimApi
+from scim.web.api import ScimApi
 from tests.conftest import TOKEN, function_app_host
 from tests.integration.conftest import ScimClient, make_settings
 

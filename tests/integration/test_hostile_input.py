@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from scim.api import MAX_JSON_DEPTH
-from scim.limits import MAX_FILTER_CHARS, MAX_INDEXED_CHARS, MAX_MEMBERS_PER_PATCH, MAX_PATCH_OPERATIONS
-from scim.tables import connect
+from scim.model.limits import MAX_FILTER_CHARS, MAX_INDEXED_CHARS, MAX_MEMBERS_PER_PATCH, MAX_PATCH_OPERATIONS
+from scim.storage.tables import connect
+from scim.web.api import MAX_JSON_DEPTH
 from tests.integration.test_groups_entra import create_group
 from tests.integration.test_users_entra import assert_error, create, entra_user, patch
 
@@ -131,7 +131,7 @@ async def test_malformed_bodies_are_400(scim, store, body):
 
 
 async def test_oversized_body_is_413(scim, store):
-    from scim.api import ScimApi
+    from scim.web.api import ScimApi
     from tests.integration.conftest import ScimClient, make_settings
 
     small = ScimClient(ScimApi(make_settings(store, max_body_bytes=1000), store.repository))

@@ -14,8 +14,8 @@ import jwt
 import pytest
 from azure.core.credentials import AccessToken
 
-from scim.api import ScimApi
-from scim.tables import TableRepository, connect_with_identity
+from scim.storage.tables import TableRepository, connect_with_identity
+from scim.web.api import ScimApi
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_users_entra import entra_user
 from tools.azurite import Azurite

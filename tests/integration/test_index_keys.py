@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from azure.data.tables import UpdateMode
 
-from scim.consistency import check, repair
-from scim.resources import case_exact_key, case_insensitive_key
-from scim.tables import HASHED_KEY, LEGACY_HASHED_KEY, connect
+from scim.model.resources import case_exact_key, case_insensitive_key
+from scim.service.consistency import check, repair
+from scim.storage.tables import HASHED_KEY, LEGACY_HASHED_KEY, connect
 from tests.integration.test_groups_entra import create_group
 from tests.integration.test_users_entra import assert_error, entra_user
 

@@ -14,9 +14,9 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from scim import jwks as jwks_module
-from scim.api import ScimApi
-from scim.jwks import JwksKeys
+from scim.web import jwks as jwks_module
+from scim.web.api import ScimApi
+from scim.web.jwks import JwksKeys
 from tests.integration.conftest import ScimClient, make_settings
 from tests.jwt_helpers import ISSUER, TENANT, SigningKey, jwks
 

@@ -1,7 +1,7 @@
 """Crash safety of membership writes across the user and group partitions.
 
 A repository that fails one chosen write on purpose (as a storage outage or a
-killed worker would) interrupts each protocol of ``scim.membership`` between
+killed worker would) interrupts each protocol of ``scim.service.membership`` between
 its phases. After every interruption the two sides must agree (a group lists
 a user exactly when the user lists the group), and retrying the same request
 must finish the job and leave no pending edge behind.
@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scim.api import ScimApi
-from scim.errors import ServiceUnavailableError
-from scim.membership import REPAIR_AFTER, Membership
-from scim.tables import TableRepository
+from scim.model.errors import ServiceUnavailableError
+from scim.service.membership import REPAIR_AFTER, Membership
+from scim.storage.tables import TableRepository
+from scim.web.api import ScimApi
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_groups_entra import create_group, groups_of, member_ids, members_of, users
 from tests.integration.test_users_entra import assert_error, patch
@@ -177,7 +177,7 @@ async def test_a_read_repairs_edges_a_crash_abandoned(scim, store):
 
 
 async def test_a_group_delete_interrupted_after_its_flag_is_reported_and_finished_by_a_retry(scim, store):
-    from scim.consistency import check
+    from scim.service.consistency import check
 
     ids = await users(scim, 2)
     group = await create_group(scim)

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from scim.api import ScimApi
-from scim.consistency import check
-from scim.tables import TableRepository
+from scim.service.consistency import check
+from scim.storage.tables import TableRepository
+from scim.web.api import ScimApi
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_groups_entra import create_group, members_of, users
 from tests.integration.test_users_entra import patch

@@ -55,7 +55,7 @@ async def test_cursor_paging_with_a_filter_and_with_sorting(scim):
 
 
 async def test_cursor_pages_are_bounded_by_max_scan(scim, store):
-    from scim.api import ScimApi
+    from scim.web.api import ScimApi
     from tests.integration.conftest import ScimClient, make_settings
 
     await named_users(scim, [f"c{n}@x.com" for n in range(6)])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scim.tables import row_key_component
+from scim.storage.tables import row_key_component
 from tests.integration.test_round_trips import measure
 from tests.integration.test_users_entra import create, patch
 

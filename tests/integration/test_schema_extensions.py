@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from azure.data.tables import UpdateMode
 
-from scim.api import ScimApi
-from scim.schemafile import load_schema_file, parse_schema_text
+from scim.model.schemafile import load_schema_file, parse_schema_text
+from scim.web.api import ScimApi
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_users_entra import assert_error, entra_user, patch
 
@@ -320,8 +320,8 @@ async def test_legacy_unique_external_id_rows_are_read_and_moved(store):
     await now.patch(f"/Users/{user['id']}", patch({"op": "replace", "path": "externalId", "value": "new"}))
     assert (await now.get('/Users?filter=externalId eq "legacy"')).json()["totalResults"] == 0
     await created(now, entra_user(external_id="legacy"))
-    from scim.consistency import check
-    from scim.resources import build_kinds
+    from scim.model.resources import build_kinds
+    from scim.service.consistency import check
 
     assert await check(store.repository, build_kinds()) == []
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from scim.api import ScimApi
-from scim.tables import CHUNK_CHARS, MAX_CHUNKS, TableRepository, connect
+from scim.storage.tables import CHUNK_CHARS, MAX_CHUNKS, TableRepository, connect
+from scim.web.api import ScimApi
 from tests.integration.conftest import ScimClient, make_settings
 from tests.integration.test_users_entra import assert_error, create, entra_user
 

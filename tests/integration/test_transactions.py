@@ -1,4 +1,4 @@
-"""scim.transactions sends the SDK's transactions byte for byte, and reads every answer as the SDK does."""
+"""scim.storage.transactions sends the SDK's transactions byte for byte, and reads every answer as the SDK does."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from azure.core import MatchConditions
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.data.tables import TableTransactionError, UpdateMode
 
-from scim import transactions
-from scim.tables import connect
+from scim.storage import transactions
+from scim.storage.tables import connect
 
 
 class Wire(SansIOHTTPPolicy[Any, Any]):

@@ -14,9 +14,9 @@ from scim.admin.graph import GraphError, Need, hint_for
 from scim.admin.login import DELEGATED_SCOPES, Login, LoginError, LoginSettings, _hint_of
 from scim.admin.meanings import MEANINGS, meaning
 from scim.admin.tokens import check_endpoint, new_token
-from scim.auth import authenticate
 from scim.config import Settings
-from scim.errors import UnauthorizedError
+from scim.model.errors import UnauthorizedError
+from scim.web.auth import authenticate
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

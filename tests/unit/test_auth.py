@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from scim.auth import authenticate, bearer_token
 from scim.config import token_digest
-from scim.errors import UnauthorizedError
+from scim.model.errors import UnauthorizedError
+from scim.web.auth import authenticate, bearer_token
 
 CURRENT, NEXT = "current-token", "next-token"
 ACCEPTED = (token_digest(CURRENT), token_digest(NEXT))

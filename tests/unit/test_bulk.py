@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from scim.bulk import BulkLimits, SubResponse, process_bulk
-from scim.errors import InvalidSyntaxError, InvalidValueError, NotFoundError, PayloadTooLargeError
+from scim.model.errors import InvalidSyntaxError, InvalidValueError, NotFoundError, PayloadTooLargeError
+from scim.web.bulk import BulkLimits, SubResponse, process_bulk
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
-from scim.changes import EVENT_TYPE, SYSTEM, Actor, Change, changed_attributes, current_actor, timestamp
-from scim.feed import MAX_MESSAGE_BYTES, message_of
+from scim.feed.relay import MAX_MESSAGE_BYTES, message_of
+from scim.model.changes import EVENT_TYPE, SYSTEM, Actor, Change, changed_attributes, current_actor, timestamp
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 BEFORE = {

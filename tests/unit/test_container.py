@@ -374,7 +374,7 @@ EXCLUDED = [
     "scim/stray.key",
     "scim/__pycache__/api.cpython-313.pyc",
 ]
-INCLUDED = ["function_app.py", "host.json", "requirements.txt", "scim/api.py", "scim/__init__.py"]
+INCLUDED = ["function_app.py", "host.json", "requirements.txt", "scim/web/api.py", "scim/__init__.py"]
 
 
 def test_dockerignore_matcher_follows_docker_rules() -> None:

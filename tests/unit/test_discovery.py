@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scim.discovery import Discovery
-from scim.resources import GROUP, USER
+from scim.model.discovery import Discovery
+from scim.model.resources import GROUP, USER
 
 BASE = "https://scim.example/scim/v2"
 discovery = Discovery((USER, GROUP), max_results=123)

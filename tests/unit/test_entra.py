@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scim.entra import ENTERPRISE_USER, normalize_patch, normalize_resource
+from scim.model.entra import ENTERPRISE_USER, normalize_patch, normalize_resource
 
 MANAGER = f"{ENTERPRISE_USER}:manager"
 

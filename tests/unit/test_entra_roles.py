@@ -1,6 +1,6 @@
-"""Entra app roles (rule 6 of ``scim.entra``) converge to one role per value.
+"""Entra app roles (rule 6 of ``scim.model.entra``) converge to one role per value.
 
-Requests are normalised and applied exactly as ``scim.service`` does: a POST
+Requests are normalised and applied exactly as ``scim.service.operations`` does: a POST
 body through ``normalize_resource`` then validation, a PATCH through
 ``normalize_patch`` then ``PatchOp[UserResource]`` applied under ENTRA_POLICY,
 the user reloaded from its stored document in between (entra-scim-behavior §11).
@@ -13,8 +13,8 @@ from typing import Any
 
 from scim2_models import Context, PatchOp, ScimFilter
 
-from scim.entra import ENTERPRISE_USER, normalize_patch, normalize_resource
-from scim.resources import ENTRA_POLICY, UserResource
+from scim.model.entra import ENTERPRISE_USER, normalize_patch, normalize_resource
+from scim.model.resources import ENTRA_POLICY, UserResource
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 KNOWN = (CORE, ENTERPRISE_USER)

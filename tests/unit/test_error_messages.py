@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from scim2_models import Context, InvalidValueException, PatchOp, SCIMException
 
-from scim import entra
-from scim.errors import InvalidSyntaxError, InvalidValueError, ScimError, from_library_error
-from scim.messages import describe, failing_operation
-from scim.resources import ENTRA_POLICY, USER, build_kinds
-from scim.schemafile import parse_schema_text
+from scim.model import entra
+from scim.model.errors import InvalidSyntaxError, InvalidValueError, ScimError, from_library_error
+from scim.model.messages import describe, failing_operation
+from scim.model.resources import ENTRA_POLICY, USER, build_kinds
+from scim.model.schemafile import parse_schema_text
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 EXT = "urn:ietf:params:scim:schemas:extension:Acme:2.0:User"
@@ -193,7 +193,7 @@ def test_the_rejected_value_is_shortened_and_escaped():
 
 
 def test_numbers_are_shown_as_sent():
-    """scim.api reads JSON fractions as Decimal; the detail shows 1.50, not "1.50" or a float."""
+    """scim.web.api reads JSON fractions as Decimal; the detail shows 1.50, not "1.50" or a float."""
     assert refused({"userName": "u", "active": Decimal("1.50")}).detail == f"`active` {BOOLEAN} (got 1.50)."
 
 

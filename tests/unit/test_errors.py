@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 from scim2_models import Context, InvalidFilterException, NoTargetException, UniquenessException
 
-from scim.errors import (
+from scim.model.errors import (
     InvalidFilterError,
     InvalidValueError,
     MethodNotAllowedError,
@@ -13,7 +13,7 @@ from scim.errors import (
     UniquenessError,
     from_library_error,
 )
-from scim.resources import UserResource
+from scim.model.resources import UserResource
 
 
 def test_body_follows_rfc7644_3_12():

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from scim2_models import Meta, ScimFilter
+from scim2_models import Context, Meta, ScimFilter
 
-from scim.pushdown import AllOf, AnyOf, ColumnTest, columns_of, prefix_upper_bound, pushdown
-from scim.resources import UserResource
+from scim.model.resources import UserResource
+from scim.storage.pushdown import AllOf, AnyOf, ColumnTest, columns_of, prefix_upper_bound, pushdown
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 USER = UserResource.model_validate(
@@ -103,7 +103,7 @@ def test_what_is_pushed_to_storage(expression, expected):
 
 
 def test_columns_hold_the_comparison_forms():
-    columns = columns_of(USER)
+    columns = columns_of(USER.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
     assert columns["c_un"] == "bjensen@example.com" and columns["c_dn"] == "babs jensen"
     assert columns["c_act"] is True and columns["c_lm"] == datetime(2025, 6, 1, tzinfo=UTC)
     assert "c_ext" not in columns

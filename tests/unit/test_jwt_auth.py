@@ -7,9 +7,9 @@ import time
 import jwt
 import pytest
 
-from scim.auth import Authenticator, JwtPolicy
 from scim.config import token_digest
-from scim.errors import UnauthorizedError
+from scim.model.errors import UnauthorizedError
+from scim.web.auth import Authenticator, JwtPolicy
 from tests.jwt_helpers import ISSUER, TENANT, SigningKey
 
 KEY = SigningKey()

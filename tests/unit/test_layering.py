@@ -1,4 +1,4 @@
-"""The layering rules of scim/__init__.py, checked on the import graph of every module under scim/.
+"""The layering rules of scim/ (each room's docstring), checked on the import graph of every module.
 
 Every ``.py`` file below ``scim/`` is parsed (subpackages such as
 ``scim.admin`` included, so a new module cannot slip past), and every import
@@ -13,28 +13,37 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCIM = ROOT / "scim"
+PRODUCT = [ROOT / "function_app.py", *sorted((ROOT / "tools").rglob("*.py"))]
+"""The product's modules outside ``scim/`` (the local host ``functions_host/`` has rules of its own)."""
 
 HOSTS = {"scim.__main__"}
 """Modules that are hosts, like function_app.py: they may read the environment."""
 
 PURE = [
-    "scim.errors",
-    "scim.entra",
-    "scim.resources",
+    "scim.model",
     "scim.service",
-    "scim.auth",
     "scim.config",
-    "scim.discovery",
-    "scim.api",
+    "scim.logs",
+    "scim.web.api",
+    "scim.web.auth",
+    "scim.web.bulk",
 ]
-"""The request path: nothing they import, directly or through other scim modules, does I/O itself."""
+"""The request path (each module in these rooms): nothing they load, directly or through other scim modules, does I/O."""
 
-IO_MODULES = ("scim.tables", "scim.runtime", "scim.queue", "scim.admin")
+IO_MODULES = (
+    "scim.storage.tables",
+    "scim.storage.transactions",
+    "scim.storage.queue",
+    "scim.web.jwks",
+    "scim.runtime",
+    "scim.admin",
+)
 IO_LIBRARIES = (
     "aiohttp",
     "socket",
@@ -47,11 +56,16 @@ IO_LIBRARIES = (
 )
 
 STORAGE_OWNERS = {
-    "scim.tables": "azure.data.tables",
-    "scim.transactions": "azure.data.tables",
-    "scim.queue": "azure.storage.queue",
+    "scim.storage.tables": "azure.data.tables",
+    "scim.storage.transactions": "azure.data.tables",
+    "scim.storage.queue": "azure.storage.queue",
 }
 STORAGE_SDKS = ("azure.data.tables", "azure.storage", "azure.core")
+STORAGE_PRIVATE = ("scim.storage.pushdown", "scim.storage.transactions")
+"""Storage's own modules: how it queries and commits is nobody else's business."""
+
+MAY_IMPORT = re.compile(r"It may import (.*?)\.(?=\s|$)", re.S)
+"""The sentence of a room's docstring that states its rule: "It may import ``scim.x`` and ``scim.y``."."""
 
 
 @dataclass
@@ -146,7 +160,7 @@ def test_every_module_under_scim_is_in_the_graph():
     modules = graph()
     files = {module_name(path) for path in SCIM.rglob("*.py")}
     assert set(modules) == files
-    assert {"scim", "scim.tables", "scim.admin", "scim.admin.cli"} <= set(modules)
+    assert {"scim", "scim.storage.tables", "scim.service.operations", "scim.admin.cli"} <= set(modules)
 
 
 def test_every_import_form_is_resolved(tmp_path):
@@ -165,10 +179,15 @@ def test_every_import_form_is_resolved(tmp_path):
     assert {"scim.sub.a", "scim.sub.b"} <= parse(package / "__init__.py", "scim.sub").imports
 
 
-def test_nothing_under_scim_imports_azure_functions():
-    for module in graph().values():
-        found = {n for n in module.imports | module.typing_only if within(n, "azure.functions")}
-        assert not found, (module.name, found)
+def test_function_app_is_the_only_product_module_that_imports_azure_functions():
+    """Among scim/, function_app.py and tools/, only the trigger table knows Azure Functions."""
+    product = {**graph(), **{f"<{path.relative_to(ROOT)}>": parse(path) for path in PRODUCT}}
+    importers = {
+        name
+        for name, module in product.items()
+        if any(within(n, "azure.functions") for n in module.imports | module.typing_only)
+    }
+    assert importers == {"<function_app.py>"}
 
 
 def test_only_the_storage_modules_import_the_storage_sdks():
@@ -208,12 +227,108 @@ def test_nothing_but_the_hosts_reads_the_environment():
 
 def test_the_request_path_reaches_nothing_that_does_io():
     modules = graph()
-    for name in PURE:
-        assert name in modules, name
+    pure = [name for name in modules if within(name, tuple(PURE))]
+    assert {"scim.service.operations", "scim.web.api", "scim.model.resources"} <= set(pure)
+    for name in pure:
         for loaded in reachable(modules, name):
             assert not within(loaded, IO_MODULES), (name, "loads", loaded)
             libraries = {n for n in modules[loaded].imports if within(n, IO_LIBRARIES)}
             assert not libraries, (name, "loads", loaded, libraries)
+
+
+# -- the rooms (issue 18): each package's docstring states what it may import ------------------
+
+
+def room_of(name: str) -> str:
+    """The room a module lives in: its package under scim/ (``scim.storage``), or itself when top-level."""
+    return ".".join(name.split(".")[:2])
+
+
+def stated_imports(docstring: str | None) -> set[str] | None:
+    """The rooms and modules a docstring's "It may import ..." sentence allows (None: it has none)."""
+    found = MAY_IMPORT.search(" ".join((docstring or "").split()))
+    if found is None:
+        return None
+    sentence = found.group(1)
+    return set() if sentence.startswith("nothing") else set(re.findall(r"``(scim[\w.]*)``", sentence))
+
+
+def room_rules(modules: dict[str, Module]) -> dict[str, set[str]]:
+    """Each room and what its docstring allows it to import."""
+    rules: dict[str, set[str]] = {}
+    for room in sorted({room_of(name) for name in modules}):
+        allowed = stated_imports(ast.get_docstring(ast.parse(modules[room].path.read_text())))
+        assert allowed is not None, f"{room}: the docstring must say what it may import (It may import ...)"
+        rules[room] = allowed
+    return rules
+
+
+def resolve(name: str, modules: dict[str, Module]) -> str:
+    """The scim module an imported name lives in (``scim.model.errors.ScimError`` → ``scim.model.errors``)."""
+    while name not in modules and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def violations(modules: dict[str, Module]) -> list[tuple[str, str]]:
+    """Every (importer, imported) pair of modules in different rooms that the importer's rule forbids."""
+    rules = room_rules(modules)
+    found = set()
+    for name, module in modules.items():
+        room = room_of(name)
+        for target in {resolve(imported, modules) for imported in module.imports | module.typing_only}:
+            if not within(target, "scim") or target == "scim" or room_of(target) == room:
+                continue  # another library, the version in scim/__init__, or the module's own room
+            if not within(target, tuple(rules[room])):
+                found.add((name, target))
+    return sorted(found)
+
+
+def test_every_room_states_what_it_may_import_and_names_only_rooms_that_exist():
+    modules = graph()
+    rules = room_rules(modules)
+    assert {"scim.model", "scim.service", "scim.storage", "scim.feed", "scim.web", "scim.admin"} <= set(rules)
+    for room, allowed in rules.items():
+        for name in allowed:
+            assert name in modules, (room, "names", name)
+
+
+def test_every_import_between_rooms_is_one_the_importers_docstring_allows():
+    assert violations(graph()) == []
+
+
+def test_the_rooms_form_no_cycle():
+    rules = room_rules(graph())
+    edges = {room: {room_of(name) for name in allowed} - {room} for room, allowed in rules.items()}
+    done: set[str] = set()
+
+    def visit(room: str, path: tuple[str, ...]) -> None:
+        assert room not in path, " -> ".join((*path, room))
+        if room not in done:
+            for following in sorted(edges[room]):
+                visit(following, (*path, room))
+            done.add(room)
+
+    for room in sorted(edges):
+        visit(room, ())
+
+
+def test_a_forbidden_import_is_caught(tmp_path):
+    """The check fails on a service module that reaches past the port into push-down."""
+    modules = dict(graph())
+    path = tmp_path / "rogue.py"
+    path.write_text(
+        modules["scim.service.users"].path.read_text() + "\nfrom scim.storage.pushdown import pushdown\n"
+    )
+    modules["scim.service.users"] = parse(path, "scim.service.users")
+    assert violations(modules) == [("scim.service.users", "scim.storage.pushdown")]
+
+
+def test_storage_keeps_push_down_and_transactions_to_itself():
+    for name, module in graph().items():
+        if room_of(name) != "scim.storage":
+            found = {n for n in module.imports | module.typing_only if within(n, STORAGE_PRIVATE)}
+            assert not found, (name, found)
 
 
 def host_graph() -> dict[str, Module]:

@@ -1,4 +1,4 @@
-"""The bounds of scim.limits that price work before it starts (issue 14 item 2; DESIGN §11)."""
+"""The bounds of scim.model.limits that price work before it starts (issue 14 item 2; DESIGN §11)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from scim.errors import InvalidValueError, PayloadTooLargeError
-from scim.limits import (
+from scim.model.errors import InvalidValueError, PayloadTooLargeError
+from scim.model.limits import (
     MAX_MULTI_VALUES,
     MAX_PATCH_WORK,
     check_multi_valued,

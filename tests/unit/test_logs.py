@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from scim.logs import JsonFormatter, printable
-from scim.unknown import IGNORE, settle
+from scim.model.unknown import IGNORE, settle
 
 
 def test_json_formatter_carries_the_scim_fields():
@@ -55,7 +55,7 @@ def test_a_printable_value_is_always_one_line():
 
 def test_ignored_attribute_names_are_logged_printable(caplog):
     names = [f"evil\n{i}" + "x" * 1000 for i in range(30)]
-    with caplog.at_level(logging.WARNING, logger="scim.unknown"):
+    with caplog.at_level(logging.WARNING, logger="scim.model.unknown"):
         settle(IGNORE, "User", names)
     (record,) = caplog.records
     line = record.getMessage()

@@ -1,4 +1,4 @@
-"""Model check of the membership protocol: the real ``scim.membership`` code, thousands of interleavings.
+"""Model check of the membership protocol: the real ``scim.service.membership`` code, thousands of interleavings.
 
 The storage here is a model, not Table Storage: a few dicts with the
 semantics the protocol relies on (ETags that change on every write,
@@ -6,7 +6,7 @@ conditional writes that fail as a whole transaction would, user rows touched
 in the same transaction as their edge). Every storage call yields to the event
 loop a random number of times first (seeded), so concurrent operations
 interleave differently in each run; after **every** storage write the model
-asserts the invariants of ``scim.membership``:
+asserts the invariants of ``scim.service.membership``:
 
 * I1: a member edge (g, u) ⇒ the reverse edge (u, g) exists (for a user not being deleted: an
   add whose member write lands after the user's DELETE leaves a member edge of a deleted user
@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from scim.errors import ConflictError, NotFoundError, PreconditionFailedError
-from scim.membership import Membership
-from scim.repository import EdgeState, EdgeWrite, EdgeWrites, Intent, ReverseEdge, StoredResource
+from scim.model.errors import ConflictError, NotFoundError, PreconditionFailedError
+from scim.service.membership import Membership
+from scim.storage.repository import EdgeState, EdgeWrite, EdgeWrites, Intent, ReverseEdge, StoredResource
 
 GROUP = "g"
 USERS = ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002")
@@ -76,7 +76,7 @@ class Model:
 
 
 class ModelRepository:
-    """The membership methods of :class:`scim.repository.Repository`, over :class:`Model`."""
+    """The membership methods of :class:`scim.storage.repository.Repository`, over :class:`Model`."""
 
     def __init__(self, model: Model) -> None:
         self.m = model
@@ -170,7 +170,7 @@ class ModelRepository:
         for user in sorted(self.m.members):
             yield user, None
 
-    # -- the service-level steps of a user / group DELETE (scim.users, scim.groups, scim.service) --
+    # -- the service-level steps of a user / group DELETE (scim.service.users, scim.service.groups, scim.service.operations) --
 
     async def delete_user(self, membership: Membership, user: str) -> None:
         """UserService: flag deleting, delete member edges, then edges and row if all are unchanged."""
@@ -189,7 +189,7 @@ class ModelRepository:
             await self.m.step()
             now = self.m.edges.get(user)
             if self.m.users.get(user) != etag or (now and (not seen or now.etag != seen.etag)):
-                continue  # touched, or its edge changed, meanwhile: retry, as scim.service does
+                continue  # touched, or its edge changed, meanwhile: retry, as scim.service.operations does
             self.m.edges.pop(user, None)
             del self.m.users[user]
             self.m.deleting.discard(user)

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from scim.config import Settings
-from scim.resources import build_kinds
+from scim.model.resources import build_kinds
+from scim.model.schemafile import SchemaFileError, load_schema_file, parse_schema_text
 from scim.runtime import Runtime
-from scim.schemafile import SchemaFileError, load_schema_file, parse_schema_text
 
 URN = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 
@@ -104,7 +104,7 @@ async def test_a_bad_file_keeps_the_endpoint_from_serving_and_health_says_why(tm
     health = runtime.health()
     assert health.status == 503
     assert json.loads(health.body)["detail"].startswith("ext.yaml: line 2: extensions[0].schema")
-    from scim.api import Request
+    from scim.web.api import Request
 
     response = await runtime.handle("users", Request("GET", "http://h/scim/v2/Users", {}, {}, {}, b""))
     assert response.status == 503

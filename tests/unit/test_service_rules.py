@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 from scim2_models import ScimFilter
 
-from scim.errors import PayloadTooLargeError
-from scim.repository import StoredResource
-from scim.resources import USER, UserResource, case_insensitive_key
-from scim.service import _index_term, matches_if_match, version_of
-from scim.tables import CHUNK_CHARS, _join, _split, row_key_component
+from scim.model.errors import PayloadTooLargeError
+from scim.model.resources import USER, UserResource, case_insensitive_key
+from scim.service.operations import _index_term, matches_if_match, version_of
+from scim.storage.repository import StoredResource
+from scim.storage.tables import CHUNK_CHARS, _join, _split, row_key_component
 
 
 def test_version_is_the_weak_version_counter_whatever_the_storage_etag():

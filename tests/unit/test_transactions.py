@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scim.transactions import _failure, parse_multipart
+from scim.storage.transactions import _failure, parse_multipart
 
 ANSWER = (
     "--batchresponse_1\r\n"

@@ -3,16 +3,16 @@
 A :class:`Change` is written by the storage module **in the same transaction**
 as the change it describes (an *outbox* row beside the resource row), so a
 change is never committed without its record and a record never describes a
-change that did not commit. ``scim.feed`` later publishes the event to a queue
+change that did not commit. ``scim.feed.relay`` later publishes the event to a queue
 and keeps the record as the audit entry.
 
 Ordering: every committed write of a resource increments its ``meta.version``
-counter by exactly one, under the resource row's ETag (``scim.service``), and
+counter by exactly one, under the resource row's ETag (``scim.service.operations``), and
 its record carries that number as ``sequence``. A consumer therefore knows the
 order of a resource's events and sees a gap when one is missing.
 
 Who: the request that made the change is known here through a context
-variable set by ``scim.api`` once the caller is authenticated (the principal
+variable set by ``scim.web.api`` once the caller is authenticated (the principal
 names the credential — ``secret-token-1`` or ``-2`` (the accepted tokens in
 settings order), or ``entra-app:<appid>`` — never the token).
 
@@ -66,7 +66,7 @@ SYSTEM = Actor()
 """The actor of changes made outside a request (repairs, tests)."""
 
 current_actor: ContextVar[Actor] = ContextVar("scim_actor", default=SYSTEM)
-"""The actor of the request being served (set by ``scim.api`` after authentication)."""
+"""The actor of the request being served (set by ``scim.web.api`` after authentication)."""
 
 
 def _flatten(document: dict[str, Any]) -> dict[str, Any]:

@@ -1,13 +1,13 @@
 """The SCIM resource service: RFC 7644 §3 operations over a Repository.
 
 Owns what storage must not decide: ids (UUID4), ``meta`` (RFC 7643 §3.1),
-schema validation, PATCH semantics (via scim2-models, after ``scim.entra``),
+schema validation, PATCH semantics (via scim2-models, after ``scim.model.entra``),
 ``If-Match`` preconditions (§3.14), uniqueness keys, and the retry of a write
 that lost an ETag race. Transport-neutral: it sees dicts and strings, never
 HTTP objects.
 
 Work is bounded before it starts (DESIGN §11): multi-valued attributes and
-the work of a PatchOp are checked up front (``scim.limits``), scans count
+the work of a PatchOp are checked up front (``scim.model.limits``), scans count
 every row they read (reverse edges and expanded members included) against
 ``max_scan``, and the CPU-heavy steps — validating a body, applying a PatchOp,
 evaluating a filter or a sort over many rows — run in a small thread pool
@@ -38,11 +38,18 @@ from typing import Any
 
 from pydantic import ValidationError
 from scim2_models import Context, Meta, PatchOp, Resource, SCIMException, SearchRequest
-from scim2_models.path import CompareOperator, Comparison, FilterNode, LogicalExpr, LogicalOperator
+from scim2_models.path import (
+    CompareOperator,
+    Comparison,
+    FilterNode,
+    LogicalExpr,
+    LogicalOperator,
+    ScimFilter,
+)
 
-from scim import entra
-from scim.changes import Change, timestamp
-from scim.errors import (
+from scim.model import entra
+from scim.model.changes import Change, timestamp
+from scim.model.errors import (
     ConflictError,
     InvalidCursorError,
     InvalidSyntaxError,
@@ -51,7 +58,7 @@ from scim.errors import (
     TooManyError,
     from_library_error,
 )
-from scim.limits import (
+from scim.model.limits import (
     CPU_WORKERS,
     check_filter,
     check_indexed_values,
@@ -60,12 +67,11 @@ from scim.limits import (
     check_patch_values,
     check_patch_work,
 )
-from scim.membership import is_resource_id
-from scim.messages import failing_operation
-from scim.pushdown import columns_of, pushdown
-from scim.repository import Repository, StoredResource
-from scim.resources import ENTRA_POLICY, IndexedAttribute, ResourceKind
-from scim.unknown import REJECT, check_password, patch_unknown_names, resource_unknown_names, settle
+from scim.model.messages import failing_operation
+from scim.model.resources import ENTRA_POLICY, IndexedAttribute, ResourceKind
+from scim.model.unknown import REJECT, check_password, patch_unknown_names, resource_unknown_names, settle
+from scim.service.membership import is_resource_id
+from scim.storage.repository import Repository, StoredResource
 
 __all__ = [
     "WRITE_ATTEMPTS",
@@ -119,7 +125,7 @@ def version_of(stored: StoredResource) -> str:
 
     The resource's version counter: every committed change adds exactly one
     (under the row's storage ETag, so concurrent writers never share a number),
-    and the change feed carries the same number (``scim.changes``). A user's
+    and the change feed carries the same number (``scim.model.changes``). A user's
     ``groups`` is kept on the group side, so a membership change versions the
     group, not the user.
     """
@@ -236,7 +242,7 @@ class ResourceService:
     # -- validation --------------------------------------------------------
 
     def _validate(self, body: Any, context: Context) -> tuple[Resource[Any], tuple[str, ...]]:
-        """The validated resource, and the undeclared attributes it ignored (``scim.unknown``).
+        """The validated resource, and the undeclared attributes it ignored (``scim.model.unknown``).
 
         Raises:
             InvalidValueError: Not a valid resource, an undeclared attribute
@@ -295,9 +301,7 @@ class ResourceService:
         change = Change.of(
             self.kind.name, resource.id, "create", 1, timestamp(now), after=document, ignored=ignored
         )
-        etag = await self._repository.create(
-            self.kind.name, resource.id, document, index, columns=columns_of(resource), change=change
-        )
+        etag = await self._repository.create(self.kind.name, resource.id, document, index, change=change)
         return StoredResource(resource.id, document, etag, version=1)
 
     async def get(self, resource_id: str) -> StoredResource:
@@ -381,18 +385,18 @@ class ResourceService:
 
     async def _matches(self, request: SearchRequest[Any]) -> list[StoredResource]:
         """Every resource the filter matches (all of them without a filter), bounded."""
-        candidates, examined = await self._candidates(request.filter.ast if request.filter else None)
-        if request.filter is None:
+        candidates, examined, residual = await self._candidates(request.filter)
+        if residual is None:
             return candidates
-        verdicts = await self._verdicts(request, candidates, self._max_scan - examined)
+        verdicts = await self._verdicts(residual, candidates, self._max_scan - examined)
         if len(verdicts) < len(candidates):
             raise self._too_many()
         return [stored for stored, (matched, _) in zip(candidates, verdicts, strict=True) if matched]
 
     async def _verdicts(
-        self, request: SearchRequest[Any], candidates: list[StoredResource], allowance: int
+        self, residual: ScimFilter[Any] | None, candidates: list[StoredResource], allowance: int
     ) -> list[tuple[bool, int]]:
-        """Whether each candidate matches the filter, and the rows read to decide it.
+        """Whether each candidate matches what storage left of the filter, and the rows read to decide it.
 
         Attributes kept outside the row (``groups``, ``members``) are read only
         when the filter names them, a few candidates at a time, and only while
@@ -400,10 +404,10 @@ class ResourceService:
         the candidates expanded so far (a shorter list). The evaluation itself
         runs off the event loop.
         """
-        if request.filter is None:
+        if residual is None:
             return [(True, 0)] * len(candidates)
         costs: list[int] = []
-        if self._filter_needs_expansion(str(request.filter)):
+        if self._filter_needs_expansion(str(residual)):
             expanded: list[StoredResource] = []
             for start in range(0, len(candidates), _EXPANSION_BATCH):
                 if allowance < 0:
@@ -417,13 +421,12 @@ class ResourceService:
             candidates = expanded
         else:
             costs = [0] * len(candidates)
-        matched = await off_loop(self._matching, request, candidates)
+        matched = await off_loop(self._matching, residual, candidates)
         return list(zip(matched, costs, strict=True))
 
-    def _matching(self, request: SearchRequest[Any], candidates: list[StoredResource]) -> list[bool]:
+    def _matching(self, residual: ScimFilter[Any], candidates: list[StoredResource]) -> list[bool]:
         """Evaluate the filter on each candidate (CPU: off the loop)."""
-        found = request.filter
-        return [found is None or bool(found.match(self._load(stored))) for stored in candidates]
+        return [bool(residual.match(self._load(stored))) for stored in candidates]
 
     def _expansion_rows(self, before: StoredResource, after: StoredResource) -> int:
         """Rows :meth:`expand` read for ``before``: the values it added (members)."""
@@ -453,13 +456,12 @@ class ResourceService:
         request, examined, more = query.request, 0, False
         page: list[StoredResource] = []
         last: str | None = None
-        where = pushdown(request.filter.ast, str(self.kind.model.__schema__)) if request.filter else None
-        rows = self._repository.scan(self.kind.name, after=state.get("a"), where=where)
-        async for batch in _batches(rows, _EVALUATION_BATCH):
+        scan = self._repository.scan(self.kind.name, after=state.get("a"), where=request.filter)
+        async for batch in _batches(scan.rows, _EVALUATION_BATCH):
             if len(page) == query.count or examined >= self._max_scan:
                 more = True  # the page ended with the previous batch, and another row follows
                 break
-            verdicts = await self._verdicts(request, batch, self._max_scan - examined)
+            verdicts = await self._verdicts(scan.residual, batch, self._max_scan - examined)
             for stored, (matched, cost) in zip(batch, verdicts, strict=False):
                 if len(page) == query.count or examined >= self._max_scan:
                     more = True
@@ -488,7 +490,7 @@ class ResourceService:
             skip, skipped = query.start_index - 1, 0
             if skip > self._max_scan:
                 raise self._too_deep(query.start_index)
-            async for stored in self._repository.scan(self.kind.name):
+            async for stored in self._repository.scan(self.kind.name).rows:
                 if skip:
                     skip, skipped = skip - 1, skipped + 1 + len(stored.edges)
                     if skipped > self._max_scan:
@@ -516,38 +518,41 @@ class ResourceService:
         """Whether a filter names an attribute that :meth:`expand` provides."""
         return False
 
-    async def _candidates(self, node: FilterNode | None) -> tuple[list[StoredResource], int]:
-        """The resources a filter can match, and the rows read for them.
+    async def _candidates(
+        self, where: ScimFilter[Any] | None
+    ) -> tuple[list[StoredResource], int, ScimFilter[Any] | None]:
+        """The resources a filter can match, the rows read for them, and what is left to evaluate.
 
-        By index when an ``eq`` allows it, else a scan bounded by ``max_scan``
-        rows (a resource's reverse edges, read with it, count).
+        By index when an ``eq`` allows it (the rest of the filter is left), else
+        a storage scan bounded by ``max_scan`` rows (a resource's reverse edges,
+        read with it, count), which leaves what storage could not decide.
 
         Raises:
             TooManyError: More than ``max_scan`` rows.
         """
-        lookup = _index_term(node, self.kind) if node is not None else None
+        lookup = _index_term(where.ast, self.kind) if where is not None else None
         if lookup is not None:
             attribute, value = lookup
             if attribute is None:
                 try:
-                    return [await self.get(value)], 1
+                    return [await self.get(value)], 1, where
                 except NotFoundError:
-                    return [], 0
+                    return [], 0, where
             found = await self._repository.lookup(self.kind.name, attribute.index, attribute.key(value))
             if len(found) > self._max_scan:
                 raise TooManyError(
                     f"More than {self._max_scan:,} {self.kind.name} resources share the value."
                 )
-            return found, sum(1 + len(stored.edges) for stored in found)
+            return found, sum(1 + len(stored.edges) for stored in found), where
         scanned: list[StoredResource] = []
         examined = 0
-        where = pushdown(node, str(self.kind.model.__schema__)) if node is not None else None
-        async for stored in self._repository.scan(self.kind.name, where=where):
+        scan = self._repository.scan(self.kind.name, where=where)
+        async for stored in scan.rows:
             scanned.append(stored)
             examined += 1 + len(stored.edges)
             if examined > self._max_scan:
                 raise self._too_many()
-        return scanned, examined
+        return scanned, examined, scan.residual
 
     async def replace(self, resource_id: str, body: Any, *, if_match: str | None = None) -> StoredResource:
         """RFC 7644 §3.5.1: replace every writable attribute, keep ``id`` and ``created``."""
@@ -622,10 +627,9 @@ class ResourceService:
             current = await self.get(resource_id)
             check_precondition(current, if_match)
             now = self._clock()
-            changed = await off_loop(self._changed, current, change, now)
-            if changed is None:
+            document = await off_loop(self._changed, current, change, now)
+            if document is None:
                 return current  # nothing changed: no write, version unchanged
-            after, document = changed
             version = current.version + 1
             record = Change.of(
                 self.kind.name,
@@ -644,7 +648,6 @@ class ResourceService:
                     document,
                     old_index=self.kind.index_entries(current.document),
                     new_index=self.kind.index_entries(document),
-                    columns=columns_of(after),
                     change=record,
                 )
             except PreconditionFailedError:
@@ -661,8 +664,8 @@ class ResourceService:
         current: StoredResource,
         change: Callable[[Resource[Any], dict[str, Any]], Resource[Any] | None],
         now: datetime,
-    ) -> tuple[Resource[Any], dict[str, Any]] | None:
-        """The changed resource and its stored form, or None if nothing changes (CPU: off the loop).
+    ) -> dict[str, Any] | None:
+        """The changed resource's stored form, or None if nothing changes (CPU: off the loop).
 
         Raises:
             InvalidValueError: The result holds more than ``MAX_MULTI_VALUES``
@@ -682,7 +685,7 @@ class ResourceService:
         if _same(document, current.document):
             return None  # same values: no write, version unchanged
         check_multi_valued(document, exempt=self._edges)
-        return after, document
+        return document
 
     async def delete(self, resource_id: str, *, if_match: str | None = None) -> None:
         """RFC 7644 §3.6: delete the resource, its index rows and its edges.

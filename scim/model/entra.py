@@ -4,7 +4,7 @@ Entra's provisioning service (cloud, and the on-premises agent) sends a few
 request shapes that RFC-literal code rejects or misreads. Each rule below turns
 one of them into its RFC form *before* scim2-models validates or applies it,
 and names its source (tags as in ``shared/reference/entra-scim-behavior.md``).
-What scim2-models already tolerates under :data:`scim.resources.ENTRA_POLICY`
+What scim2-models already tolerates under :data:`scim.model.resources.ENTRA_POLICY`
 (capitalised ``op``, ``"True"``/``"False"`` strings, value-filtered paths that
 create their element, ``Remove members`` with a ``value``, path-less replace
 with dotted and URN keys) is not repeated here.
@@ -73,7 +73,7 @@ _SELECTED_MANAGER = re.compile(re.escape(f"{ENTERPRISE_USER}:manager") + r"\s*\[
 _LEADING_NAME = re.compile(r"^\s*([A-Za-z][\w$-]*)(?=$|[.\[\s])")
 _ROLES_PATHS = {"roles", "urn:ietf:params:scim:schemas:core:2.0:user:roles"}
 _ROLE_KEYS = {key.lower(): key for key in ("value", "display", "displayName", "type", "primary", "id")}
-"""The sub-attributes of a role (``scim.resources.Role``), by lower-cased name."""
+"""The sub-attributes of a role (``scim.model.resources.Role``), by lower-cased name."""
 
 
 def _qualify(path: str) -> str:
@@ -129,7 +129,7 @@ def _role(item: Any) -> Any:
 
 
 def _role_key(value: str) -> str:
-    """How role values compare: ``caseExact: false`` (``scim.resources.case_insensitive_key``)."""
+    """How role values compare: ``caseExact: false`` (``scim.model.resources.case_insensitive_key``)."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
 
 

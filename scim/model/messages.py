@@ -19,7 +19,7 @@ person reading that log.
 * the rejected value is shown as JSON, shortened and with control characters
   escaped (:func:`scim.logs.printable`), so it can neither flood nor forge a log line;
 * where Entra has a usual form the service accepts, the hint says so (booleans as
-  ``"True"``/``"False"`` strings; the manager as a bare id, :mod:`scim.entra` rule 3).
+  ``"True"``/``"False"`` strings; the manager as a bare id, :mod:`scim.model.entra` rule 3).
 
 One sentence per failing attribute; at most :data:`MAX_SENTENCES` are shown,
 then "and N more". Messages that scim2-models writes itself for RFC errors
@@ -37,8 +37,8 @@ from typing import Any
 from pydantic import ValidationError
 from scim2_models import PatchOp, Resource, SCIMException, ScimPolicy
 
-from scim.entra import ENTERPRISE_USER
 from scim.logs import printable
+from scim.model.entra import ENTERPRISE_USER
 
 __all__ = [
     "LIBRARY_TEXT",
@@ -69,7 +69,7 @@ REFERENCE = "a reference: a URI as a string (RFC 3986), absolute or a path start
 COMPLEX = "a complex value: a JSON object of its sub-attributes"
 MULTI_VALUED = "a multi-valued attribute: a JSON array of values, even for one value"
 MANAGER = 'a complex value {"value": "<the manager\'s id>"}, or the manager\'s id as a string'
-"""The two manager forms :func:`scim.entra.normalize_resource` / ``normalize_patch`` accept."""
+"""The two manager forms :func:`scim.model.entra.normalize_resource` / ``normalize_patch`` accept."""
 
 _MANAGER_PATHS = {f"{ENTERPRISE_USER}:manager".lower(), "manager"}
 """The manager's path in a body, and relative to the extension a PATCH of it writes into."""
@@ -151,7 +151,7 @@ def _is_urn(part: str | int | None) -> bool:
 
 def _shown(value: Any) -> str:
     """``value`` as the client sent it (JSON), shortened, control characters escaped."""
-    if isinstance(value, Decimal):  # scim.api parses JSON numbers with a fraction as Decimal
+    if isinstance(value, Decimal):  # scim.web.api parses JSON numbers with a fraction as Decimal
         text = str(value)
     else:
         try:

@@ -17,7 +17,7 @@ when the file name ends in ``.gz``:
    Table service's own JSON form — strings, booleans and Int32 as plain JSON,
    every other type followed by ``<name>@odata.type`` (``Edm.Int64`` as decimal
    text, ``Edm.Binary`` Base64, ``Edm.DateTime`` the service's 7-digit text,
-   ``Edm.Guid``, ``Edm.Double``) — see :func:`scim.tables.exported_row`;
+   ``Edm.Guid``, ``Edm.Double``) — see :func:`scim.storage.tables.exported_row`;
 3. a trailer, since a stream cannot fill counts into its header:
    ``{"trailer": {"rows": N, "types": {…}, "partitions": {…}, "sha256": …}}``, the
    digest being over the exact bytes of the row lines.
@@ -59,8 +59,8 @@ from uuid import UUID
 from scim import __version__
 from scim.admin.directories import directory_option
 from scim.config import Settings
-from scim.errors import ConflictError, ScimError, ServiceUnavailableError
-from scim.tables import (
+from scim.model.errors import ConflictError, ScimError, ServiceUnavailableError
+from scim.storage.tables import (
     BATCH,
     EDM_ANNOTATION,
     MAX_TRANSACTION_BYTES,
@@ -96,7 +96,7 @@ BATCH_ATTEMPTS = 5
 """Tries of one transaction when storage is unavailable (1, 2, 4, 8 s apart)."""
 
 TYPES = {"r": "resources", "i": "index", "m": "members", "e": "reverse-edges", "o": "outbox", "a": "audit"}
-"""Row types by their ``t`` property (``scim.tables`` layout), for the trailer's counts."""
+"""Row types by their ``t`` property (``scim.storage.tables`` layout), for the trailer's counts."""
 
 _PAYLOAD_BUDGET = MAX_TRANSACTION_BYTES - 64 * 1024
 """Bytes of rows per transaction: the 4 MiB limit less the multipart envelope."""

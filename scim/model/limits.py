@@ -2,7 +2,7 @@
 
 Entra's requests are far below every limit here; they bound what a buggy or
 hostile client can make the service (and Table Storage) do per request.
-The body size itself is checked first, in ``scim.api`` (``SCIM_MAX_BODY_BYTES``).
+The body size itself is checked first, in ``scim.web.api`` (``SCIM_MAX_BODY_BYTES``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from scim2_models import Resource
 
-from scim.errors import InvalidFilterError, InvalidValueError, PayloadTooLargeError
+from scim.model.errors import InvalidFilterError, InvalidValueError, PayloadTooLargeError
 
 if TYPE_CHECKING:
-    from scim.resources import ResourceKind
+    from scim.model.resources import ResourceKind
 
 __all__ = [
     "CPU_WORKERS",
@@ -75,7 +75,7 @@ _SHARED_BUDGET: ContextVar[list[int] | None] = ContextVar("scim_shared_work_budg
 
 CPU_WORKERS = 4
 """Threads of the pool that validates bodies, applies PATCHes and evaluates filters off the
-event loop (``scim.service.off_loop``): CPU-heavy work never stalls the other requests."""
+event loop (``scim.service.operations.off_loop``): CPU-heavy work never stalls the other requests."""
 
 MAX_INDEXED_CHARS = 1024
 """Characters of values kept in index rows and filter columns (``userName``,
@@ -305,7 +305,7 @@ def patch_work(body: Any, document: Mapping[str, Any], schemas: Iterable[str]) -
     charged the values its target attribute may hold by then (the values
     earlier operations may have added included, since a value-filtered
     ``add``/``replace`` that matches nothing creates an element — Entra's
-    form, ``scim.resources.ENTRA_POLICY``).
+    form, ``scim.model.resources.ENTRA_POLICY``).
     """
     urns = list(schemas)
     projected = _sizes(document)
@@ -357,7 +357,7 @@ def check_patch_work(body: Any, document: Mapping[str, Any], schemas: Iterable[s
 def shared_work_budget(total: int = MAX_BULK_WORK) -> Iterator[None]:
     """Within this block, every :func:`check_patch_work` also draws on one shared ``total``.
 
-    The budget travels with the context (``scim.service.off_loop`` copies it
+    The budget travels with the context (``scim.service.operations.off_loop`` copies it
     to its threads), so the operations of one ``/Bulk`` request draw on it
     together; an operation past it fails with 413 and nothing of it is applied.
     """

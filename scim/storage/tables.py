@@ -1,7 +1,7 @@
-"""Azure Table Storage implementation of :class:`scim.repository.Repository`.
+"""Azure Table Storage implementation of :class:`scim.storage.repository.Repository`.
 
 The only module that imports ``azure.data.tables`` / ``azure.core``, and the
-only place where their errors are translated into ``scim.errors``.
+only place where their errors are translated into ``scim.model.errors``.
 
 Layout (one table; DESIGN §5, azure-notes §5.8)::
 
@@ -14,7 +14,7 @@ Layout (one table; DESIGN §5, azure-notes §5.8)::
     <tenant>|Group   res:<gid>                r   SCIM JSON (without members)
     <tenant>|Group   idx:<attribute>:<key>    i   {"id": <gid>}
     <tenant>|Group   mem:<gid>:<uid>          m   member edge: {"value": <uid>}
-    <tenant>|<Type>  out:<id>:<sequence>      o   outbox: a Change (scim.changes) in c0..cN, not yet published
+    <tenant>|<Type>  out:<id>:<sequence>      o   outbox: a Change (scim.model) in c0..cN, not yet published
     <tenant>|<Type>  aud:<time>:<id>:<seq>    a   audit: the same Change once published (kept for retention)
 
 A resource row lists the keys of its index rows in ``ix``, so a write
@@ -32,7 +32,7 @@ are one entity-group transaction: a duplicate fails at the index row and
 leaves nothing half-written. Writes are conditional on the resource row's
 ETag (``If-Match``), so concurrent writers never lose an update. A user's
 reverse edges sort right after its row, so one range query reads both.
-Membership spans two partitions; ``scim.membership`` orders those writes.
+Membership spans two partitions; ``scim.service.membership`` orders those writes.
 
 Round trips: get 1; lookup 2 (index row, then resource row); create 1;
 replace 1; delete 1 + one per 100 edge rows. A table that does not exist yet
@@ -68,11 +68,11 @@ from azure.core.exceptions import (
 from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 from azure.data.tables import EdmType, EntityProperty, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
+from scim2_models.path import ScimFilter
 
-from scim import transactions
-from scim.changes import Change
 from scim.config import Settings
-from scim.errors import (
+from scim.model.changes import Change
+from scim.model.errors import (
     ConflictError,
     InternalError,
     InvalidValueError,
@@ -82,12 +82,13 @@ from scim.errors import (
     ServiceUnavailableError,
     UniquenessError,
 )
-from scim.pushdown import AllOf, ColumnTest, Condition
-from scim.repository import (
+from scim.model.resources import IndexEntry, case_exact_key, case_insensitive_key
+from scim.storage import transactions
+from scim.storage.pushdown import AllOf, ColumnTest, Condition, columns_of, condition_for
+from scim.storage.repository import (
     EdgeState,
     EdgeWrite,
     EdgeWrites,
-    IndexEntry,
     IndexRow,
     Intent,
     InventoryRow,
@@ -95,9 +96,9 @@ from scim.repository import (
     PendingChange,
     ReverseEdge,
     ReverseEdgeRow,
+    Scan,
     StoredResource,
 )
-from scim.resources import case_exact_key, case_insensitive_key
 
 __all__ = [
     "TableRepository",
@@ -129,7 +130,7 @@ _MEMBER = "mem:"
 _OUTBOX, _OUTBOX_END = "out:", "out;"
 _AUDIT = "aud:"
 _DIRECTORIES = "~directories"
-"""The registry's partition (``scim.directories``): ``~`` sorts above every tenant name (``[a-z0-9-]``)."""
+"""The registry's partition (``scim.storage.directories``): ``~`` sorts above every tenant name."""
 BATCH = 100
 """Most operations per entity-group transaction (Table Storage limit)."""
 RECORD_CHUNKS = 4
@@ -460,7 +461,7 @@ class TableRepository:
         if self._credential is not None:
             await self._credential.close()
 
-    # -- the registry of directories (scim.directories) ------------------------------------------
+    # -- the registry of directories (scim.storage.directories) ------------------------------------------
 
     async def read_directories(self) -> list[tuple[str, dict[str, Any], str]]:
         """Every registry row: ``(name, properties, etag)`` (none when the table does not exist)."""
@@ -700,7 +701,6 @@ class TableRepository:
         document: dict[str, Any],
         index: Sequence[IndexEntry],
         *,
-        columns: Mapping[str, Any] | None = None,
         change: Change | None = None,
     ) -> str:
         """Insert the resource row (columns, version), its index rows and its change record, atomically."""
@@ -708,7 +708,7 @@ class TableRepository:
         rows = _index_rows(index, resource_id)
         row = self._row(
             kind, _RESOURCE + resource_id, t="r", v=version, ix=json.dumps(list(rows)),
-            **_split(document), **(columns or {}),
+            **_split(document), **columns_of(document),
         )  # fmt: skip
         operations: list[tuple[Any, ...]] = [("create", row)]
         names: list[str | None] = []
@@ -818,7 +818,6 @@ class TableRepository:
         *,
         old_index: Sequence[IndexEntry],
         new_index: Sequence[IndexEntry],
-        columns: Mapping[str, Any] | None = None,
         change: Change | None = None,
     ) -> str:
         """Conditional replace of the resource row, index-row moves and the change record, atomically."""
@@ -827,7 +826,7 @@ class TableRepository:
         new_rows = _index_rows(new_index, current.id)
         row = self._row(
             kind, _RESOURCE + current.id, t="r", v=version, ix=json.dumps(list(new_rows)),
-            **_split(document), **(columns or {}),
+            **_split(document), **columns_of(document),
         )  # fmt: skip
         if current.edges:
             row["g"] = True  # keep the marker a full replace would drop
@@ -850,7 +849,7 @@ class TableRepository:
         """Flag the resource as being deleted (conditional on its ETag); return the new state.
 
         While flagged, readers verify every membership edge of the resource
-        instead of trusting it (``scim.membership``).
+        instead of trusting it (``scim.service.membership``).
         """
         row = self._row(kind, _RESOURCE + current.id, deleting=True)
         try:
@@ -876,7 +875,7 @@ class TableRepository:
             *([("create", self._outbox_row(kind, change))] if change is not None else []),
         ]
         # An edge that changed since it was read (an add settled it, say) fails the delete: the
-        # service re-reads and removes the member edge that add may have written (scim.membership).
+        # service re-reads and removes the member edge that add may have written (scim.service.membership).
         edges = [
             ("delete", self._row(kind, self._reverse_key(current.id, e.group_id)), _if_read(e.etag))
             for e in current.edges
@@ -886,19 +885,28 @@ class TableRepository:
             await self._submit_dropping_missing(list(chunk))
         await self._submit_dropping_missing(last + edges[split:], required=0)
 
-    async def scan(
-        self, kind: str, *, after: str | None = None, where: Condition | None = None
-    ) -> AsyncIterator[StoredResource]:
-        """Resource rows of one partition in id order, page by page.
+    def scan(self, kind: str, *, after: str | None = None, where: ScimFilter[Any] | None = None) -> Scan:
+        """Resource rows of one partition in id order, page by page, narrowed by ``where`` where it can be.
 
         ``after`` (an id) resumes after that resource: keyset pagination for
-        cursors (RFC 9865). Without ``where``, each resource comes with its
-        reverse edges (they sort right after its row, so a resource is yielded
-        once the next one, or the end, is reached). With ``where``, the
-        condition is evaluated by the server on the row's columns
-        (``scim.pushdown``) and resources come without edges: those whose row
-        carries the ``g`` marker (ever added to a group) are flagged
-        ``edges_known=False`` for the caller to read them.
+        cursors (RFC 9865). The part of ``where`` the row's columns can answer
+        (``scim.storage.pushdown``) is evaluated by the server; the whole filter
+        comes back as the residual, since push-down only narrows.
+        """
+        condition = condition_for(where) if where is not None else None
+        return Scan(self._scan_rows(kind, after, condition), residual=where)
+
+    async def _scan_rows(
+        self, kind: str, after: str | None, where: Condition | None
+    ) -> AsyncIterator[StoredResource]:
+        """The rows of :meth:`scan`.
+
+        Without ``where``, each resource comes with its reverse edges (they
+        sort right after its row, so a resource is yielded once the next one,
+        or the end, is reached). With ``where``, the condition is evaluated by
+        the server on the row's columns and resources come without edges:
+        those whose row carries the ``g`` marker (ever added to a group) are
+        flagged ``edges_known=False`` for the caller to read them.
         """
         low = _RESOURCE + after + "|~" if after is not None else _RESOURCE
         parameters: dict[str, Any] = {"pk": self._partition(kind), "lo": low, "hi": _RESOURCE_END}
@@ -955,7 +963,7 @@ class TableRepository:
                     edges[owner].append(_reverse_edge(group_id, entity))
         return {resource_id: tuple(found) for resource_id, found in edges.items()}
 
-    # -- change records (scim.feed) ---------------------------------------------
+    # -- change records (scim.feed.relay) ---------------------------------------------
 
     async def pending_changes(self, kind: str, limit: int = 1000) -> list[PendingChange]:
         """Outbox rows of one partition, in RowKey order (a resource's in version order): one read."""
@@ -1027,7 +1035,7 @@ class TableRepository:
             await self._submit_dropping_missing([("delete", self._row(kind, key)) for key in chunk])
         return len(keys)
 
-    # -- backup and restore (scim.backup) -------------------------------------
+    # -- backup and restore (scim.admin.backup) -------------------------------------
 
     def _directory_query(self) -> tuple[str, dict[str, Any]]:
         """The filter of every partition of this tenant's directory: ``<tenant>|…`` (``}`` follows ``|``)."""
@@ -1268,7 +1276,7 @@ class TableRepository:
         except TableTransactionError as error:
             self._raise_transaction_error(error, [entry.name or entry.index], offset=1)
 
-    # -- membership edges (ordered by scim.membership) ------------------------
+    # -- membership edges (ordered by scim.service.membership) ------------------------
 
     def _reverse_key(self, user_id: str, group_id: str) -> str:
         return f"{_RESOURCE}{user_id}{_EDGE}{group_id}"
@@ -1578,7 +1586,7 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-# -- backup and restore: rows as JSON that loses nothing (scim.backup) ------------------------
+# -- backup and restore: rows as JSON that loses nothing (scim.admin.backup) ------------------------
 
 EDM_ANNOTATION = "@odata.type"
 """Suffix of the property naming another property's EDM type, as in the Table service's JSON."""
@@ -1655,7 +1663,7 @@ def entity_of(row: Mapping[str, Any]) -> dict[str, Any]:
     """The SDK entity that writes an :func:`exported_row` back as it was (the inverse of that function).
 
     Raises:
-        ValueError: A value does not fit its type (``scim.backup`` validates rows before this).
+        ValueError: A value does not fit its type (``scim.admin.backup`` validates rows before this).
     """
     entity: dict[str, Any] = {}
     for name, value in row.items():

@@ -20,7 +20,7 @@ plus ``indexed``: an ``eq`` filter on it is answered by an index row.
 The file is checked whole when the endpoint starts: every error names the
 file, the line and the rule, and a bad file keeps the endpoint from serving
 (``GET /scim/health`` repeats the error). From the declarations this module
-builds scim2-models ``Schema`` documents; ``scim.resources`` turns them into
+builds scim2-models ``Schema`` documents; ``scim.model.resources`` turns them into
 the models that validate, patch, filter and describe resources, so one
 declaration drives everything (no second hand-kept list).
 """

@@ -18,7 +18,7 @@ member edge exists (verified: it costs a query only during a concurrent write
 or after a crash).
 
 Every operation marks each reverse edge it touches with its own **intent** (a
-random token, ``add`` or ``remove``, :class:`scim.repository.Intent`); marks
+random token, ``add`` or ``remove``, :class:`scim.storage.repository.Intent`); marks
 of concurrent operations sit side by side and never overwrite each other.
 
 ========================  =====================================================
@@ -77,10 +77,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from scim.changes import Change, timestamp
-from scim.errors import ConflictError
 from scim.logs import printable
-from scim.repository import EdgeState, EdgeWrite, Intent, Repository, ReverseEdge, StoredResource
+from scim.model.changes import Change, timestamp
+from scim.model.errors import ConflictError
+from scim.storage.repository import EdgeState, EdgeWrite, Intent, Repository, ReverseEdge, StoredResource
 
 __all__ = ["INTENT_LIFETIME", "REPAIR_AFTER", "Membership", "is_resource_id"]
 
@@ -167,7 +167,7 @@ class Membership:
         With ``conditional``, the member write fails unless the group is still
         at ``group.etag`` (the client's ``If-Match``). Each batch of member
         edges is one version of the group and carries ``record(version, added,
-        removed, time)``, the change record of that batch (``scim.changes``).
+        removed, time)``, the change record of that batch (``scim.model.changes``).
         A change that turns out to change nothing writes nothing.
 
         Raises:

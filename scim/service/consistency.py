@@ -1,7 +1,7 @@
 """The consistency checker: find, and optionally repair, what no request should leave behind.
 
 Every write is atomic within a partition, and membership writes keep the
-invariants of ``scim.membership`` after each step, so a healthy table has no
+invariants of ``scim.service.membership`` after each step, so a healthy table has no
 anomaly. A crash, a storage outage mid-request or a hand edit can still leave:
 
 ===========================  ====================================================
@@ -14,7 +14,7 @@ anomaly. A crash, a storage outage mid-request or a hand edit can still leave:
 ``member-without-reverse``   a member edge without the user's reverse edge (I1)
 ``reverse-without-member``   a settled reverse edge without a member edge (I2)
 ``pending-edge``             a reverse edge left pending for longer than
-                             :data:`scim.membership.REPAIR_AFTER`
+                             :data:`scim.service.membership.REPAIR_AFTER`
 ``interrupted-delete``       a user or group flagged *deleting* (a DELETE that did not finish)
 ``legacy-index``             a long value's index row under the legacy ``sha256:``
                              key, which a short value could squat: rewritten
@@ -38,7 +38,7 @@ moments, and provisioning goes on meanwhile, so the scan only proposes
   the row that was read (conditional on its ETag), and restored only together
   with a conditional write of its resource (one transaction); membership is
   never decided here: every membership fix is
-  :meth:`scim.membership.Membership.reconcile`, which re-reads the edges and
+  :meth:`scim.service.membership.Membership.reconcile`, which re-reads the edges and
   writes conditionally — except the member edge of a group that a re-read
   shows deleted (no writer can add one to a deleted group), which is deleted
   before its user's reverse edge is reconciled.
@@ -50,10 +50,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from scim.errors import NotFoundError, ScimError
-from scim.membership import REPAIR_AFTER, Membership
-from scim.repository import IndexEntry, IndexRow, MemberEdgeRow, Repository, ReverseEdgeRow, StoredResource
-from scim.resources import GROUP, USER, ResourceKind
+from scim.model.errors import NotFoundError, ScimError
+from scim.model.resources import GROUP, USER, IndexEntry, ResourceKind
+from scim.service.membership import REPAIR_AFTER, Membership
+from scim.storage.repository import IndexRow, MemberEdgeRow, Repository, ReverseEdgeRow, StoredResource
 
 __all__ = ["REPAIRED", "RESOLVED", "Anomaly", "Progress", "check", "repair"]
 

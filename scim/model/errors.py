@@ -1,10 +1,10 @@
 """The SCIM error hierarchy (RFC 7644 §3.12), independent of any transport.
 
-Every failure the service reports is one of these classes; ``scim.api`` is
+Every failure the service reports is one of these classes; ``scim.web.api`` is
 the one place that turns them into the wire body
 ``{"schemas": [...Error], "status": "404", "scimType": ..., "detail": ...}``.
 Errors raised by scim2-models and pydantic are translated into this tree by
-:func:`from_library_error`, and storage errors by ``scim.tables`` — nowhere else.
+:func:`from_library_error`, and storage errors by ``scim.storage.tables`` — nowhere else.
 
 ::
 
@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 from scim2_models import Error, SCIMException
 
-from scim.messages import LIBRARY_TEXT, describe
+from scim.model.messages import LIBRARY_TEXT, describe
 
 __all__ = [
     "ConflictError",
@@ -333,13 +333,13 @@ def from_library_error(exc: SCIMException | ValidationError, *, operation: str |
     ``scimType``. A plain validation error (wrong type, missing required
     attribute) becomes ``invalidValue``, as RFC 7644 §3.12 Table 9 says; the
     ``scimType`` is the one of the first error. The ``detail`` is built by
-    :func:`scim.messages.describe` from the structured errors, one sentence per
+    :func:`scim.model.messages.describe` from the structured errors, one sentence per
     attribute: pydantic's own text and its documentation links never reach the
     client (issue 16, item 3).
 
     When scim2-models applies a PATCH it wraps a value's ``ValidationError`` in an
     ``InvalidValueException`` whose detail is ``str()`` of it; that cause is
-    described instead, ``operation`` (from :func:`scim.messages.failing_operation`)
+    described instead, ``operation`` (from :func:`scim.model.messages.failing_operation`)
     saying which operation wrote the value.
     """
     if isinstance(exc, SCIMException):

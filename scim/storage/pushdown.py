@@ -1,32 +1,49 @@
 """Filter push-down: the part of a SCIM filter that Table Storage can answer.
 
-A filter no unique index answers is a scan; push-down narrows that scan on
-the server with the resource row's *columns* — copies of a few attributes,
-normalised the way SCIM compares them (RFC 7643 §2.2 ``caseExact``). The
-storage module turns a :data:`Condition` into an OData filter with
-``parameters=`` (never string formatting: no injection, azure-notes §5.2).
+Storage's own business, behind :meth:`scim.storage.repository.Repository.scan`:
+the service hands over the parsed filter and gets back the rows plus the filter
+still to evaluate; it never sees a :data:`Condition`. A filter no unique index
+answers is a scan; push-down narrows that scan on the server with the resource
+row's *columns* — copies of a few attributes, normalised the way SCIM compares
+them (RFC 7643 §2.2 ``caseExact``), written by :func:`columns_of` from the stored
+document. ``scim.storage.tables`` turns a :data:`Condition` into an OData filter
+with ``parameters=`` (never string formatting: no injection, azure-notes §5.2).
 
-Push-down only ever **widens** nothing and **narrows** safely: the whole
-filter is still evaluated in Python on what comes back, so a term that cannot
-be pushed is simply left out of the storage query (an ``and`` keeps its
-pushable side; an ``or`` is pushed only if both sides are; ``not``, ``ne``,
-``pr`` and value paths are never pushed, since storage and SCIM disagree on
-unassigned attributes there).
+Push-down only ever **narrows**, and safely: the whole filter is still evaluated
+in Python on what comes back, so a term that cannot be pushed is simply left out
+of the storage query (an ``and`` keeps its pushable side; an ``or`` is pushed
+only if both sides are; ``not``, ``ne``, ``pr`` and value paths are never pushed,
+since storage and SCIM disagree on unassigned attributes there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from scim2_models import Resource
-from scim2_models.path import CompareOperator, Comparison, FilterNode, LogicalExpr, LogicalOperator
+from scim2_models.path import (
+    CompareOperator,
+    Comparison,
+    FilterNode,
+    LogicalExpr,
+    LogicalOperator,
+    ScimFilter,
+)
 
-from scim.resources import case_exact_key, case_insensitive_key
+from scim.model.resources import case_exact_key, case_insensitive_key
 
-__all__ = ["AllOf", "AnyOf", "ColumnTest", "Condition", "columns_of", "prefix_upper_bound", "pushdown"]
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "ColumnTest",
+    "Condition",
+    "columns_of",
+    "condition_for",
+    "prefix_upper_bound",
+    "pushdown",
+]
 
 Op = Literal["eq", "gt", "ge", "lt", "le"]
 
@@ -128,12 +145,20 @@ def prefix_upper_bound(prefix: str) -> str | None:
 @dataclass(frozen=True)
 class _Column:
     name: str
-    read: Callable[[Resource[Any]], Any]
+    read: Callable[[Mapping[str, Any]], Any]
     normalise: Callable[[Any], Any]
 
 
-def _meta(field: str) -> Callable[[Resource[Any]], Any]:
-    return lambda resource: getattr(resource.meta, field, None) if resource.meta else None
+def _attribute(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda document: document.get(name)
+
+
+def _meta(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    def read(document: Mapping[str, Any]) -> Any:
+        meta = document.get("meta")
+        return meta.get(name) if isinstance(meta, Mapping) else None
+
+    return read
 
 
 def _text(normalise: Callable[[str], str]) -> Callable[[Any], Any]:
@@ -145,21 +170,21 @@ def _flag(value: Any) -> bool | None:
 
 
 _COLUMNS: dict[str, _Column] = {
-    "username": _Column("c_un", lambda r: getattr(r, "user_name", None), _text(case_insensitive_key)),
-    "displayname": _Column("c_dn", lambda r: getattr(r, "display_name", None), _text(case_insensitive_key)),
-    "externalid": _Column("c_ext", lambda r: getattr(r, "external_id", None), _text(case_exact_key)),
-    "active": _Column("c_act", lambda r: getattr(r, "active", None), _flag),
-    "meta.lastmodified": _Column("c_lm", _meta("last_modified"), _as_datetime),
+    "username": _Column("c_un", _attribute("userName"), _text(case_insensitive_key)),
+    "displayname": _Column("c_dn", _attribute("displayName"), _text(case_insensitive_key)),
+    "externalid": _Column("c_ext", _attribute("externalId"), _text(case_exact_key)),
+    "active": _Column("c_act", _attribute("active"), _flag),
+    "meta.lastmodified": _Column("c_lm", _meta("lastModified"), _as_datetime),
     "meta.created": _Column("c_cr", _meta("created"), _as_datetime),
 }
 """SCIM attribute (lower-case path) → the row column holding its comparison form."""
 
 
-def columns_of(resource: Resource[Any]) -> dict[str, Any]:
-    """The column values to store on a resource's row."""
+def columns_of(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The column values to store on a resource's row, read from its stored document."""
     columns = {}
     for column in _COLUMNS.values():
-        value = column.normalise(column.read(resource))
+        value = column.normalise(column.read(document))
         if value is not None:
             columns[column.name] = value
     return columns
@@ -227,3 +252,13 @@ def pushdown(node: FilterNode, schema: str) -> Condition | None:
         if all(t is not None for t in terms):
             return AnyOf(tuple(t for t in terms if t is not None))
     return None
+
+
+def condition_for(where: ScimFilter[Any]) -> Condition | None:
+    """The storage condition implied by a parsed filter bound to its resource type, if any.
+
+    URN-qualified paths are compared with the schema of the type the filter is
+    bound to; a filter bound to no single type pushes nothing.
+    """
+    schema = getattr(where.model, "__schema__", None)
+    return pushdown(where.ast, str(schema)) if schema else None

@@ -1,7 +1,7 @@
 """Discovery documents (RFC 7644 §4; RFC 7643 §5–7), generated from the models.
 
 /Schemas and /ResourceTypes are produced from the same scim2-models classes
-that validate requests (``scim.resources``), so the attributes advertised are
+that validate requests (``scim.model.resources``), so the attributes advertised are
 exactly those accepted. The on-premises SCIM app reads /Schemas to build its
 attribute list, and turns ``type`` sub-attributes with ``canonicalValues`` into
 mappable paths such as ``emails[type eq "work"].value`` (entra-scim-behavior §7).
@@ -28,7 +28,7 @@ from scim2_models import (
     Sort,
 )
 
-from scim.resources import EnterpriseUser, ResourceKind, User
+from scim.model.resources import EnterpriseUser, ResourceKind, User
 
 __all__ = ["Discovery"]
 

@@ -29,12 +29,12 @@ from datetime import UTC, datetime
 
 from scim.admin.cli import parse_time, table, time_argument
 from scim.admin.directories import directory_option
-from scim.changes import OPERATIONS, Change, timestamp
 from scim.config import ConfigurationError, Settings
-from scim.errors import ScimError
-from scim.feed import KINDS, Relay, message_of, source_of
-from scim.repository import Repository
-from scim.tables import TableRepository, open_repository
+from scim.feed.relay import KINDS, Relay, message_of, source_of
+from scim.model.changes import OPERATIONS, Change, timestamp
+from scim.model.errors import ScimError
+from scim.storage.repository import Repository
+from scim.storage.tables import TableRepository, open_repository
 
 __all__ = [
     "MissingTableError",
@@ -197,7 +197,7 @@ async def prune(settings: Settings, arguments: argparse.Namespace) -> int:
 
 async def relay(settings: Settings, arguments: argparse.Namespace) -> int:
     """Run the relay once, or every ``--watch`` seconds until Ctrl-C."""
-    from scim.queue import open_publisher
+    from scim.storage.queue import open_publisher
 
     repository = open_repository(settings)
     publisher = open_publisher(settings)
@@ -237,7 +237,7 @@ async def replay(settings: Settings, arguments: argparse.Namespace) -> int:
         for change, _ in items:
             print(message_of(change, source))
     else:
-        from scim.queue import open_publisher
+        from scim.storage.queue import open_publisher
 
         publisher = open_publisher(dataclasses.replace(settings, change_queue=arguments.queue))
         assert publisher is not None  # noqa: S101 - a queue name was given

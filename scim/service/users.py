@@ -2,7 +2,7 @@
 
 ``User.groups`` (RFC 7643 §4.1.2, read-only) is read from the reverse edges
 stored beside the user's row, in the same single read as the user
-(``scim.membership``). Deleting a user removes it from every group first.
+(``scim.service.membership``). Deleting a user removes it from every group first.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from scim.membership import Membership
-from scim.repository import Repository, ReverseEdge, StoredResource
-from scim.resources import USER, ResourceKind
-from scim.service import ResourceService
+from scim.model.resources import USER, ResourceKind
+from scim.service.membership import Membership
+from scim.service.operations import ResourceService
+from scim.storage.repository import Repository, ReverseEdge, StoredResource
 
 __all__ = ["UserService"]
 

@@ -1,8 +1,8 @@
 """The relay: committed changes from the outbox to the queue, then to the audit trail.
 
 Every write leaves its change record in an outbox row, in the transaction of
-the change (``scim.changes``, ``scim.tables``). The relay, run by a Functions
-timer trigger (``function_app.py``) and by the dev server:
+the change (``scim.model.changes``, ``scim.storage.tables``). The relay, run by a Functions
+timer trigger (``function_app.py``) and by ``scim feed relay``:
 
 1. reads one page of outbox rows per resource type (a resource's in version order);
 2. publishes each change's event to the queue, then moves the rows to the audit
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from scim.changes import Change
-from scim.errors import ScimError
 from scim.logs import printable
-from scim.repository import PendingChange, Repository
+from scim.model.changes import Change
+from scim.model.errors import ScimError
+from scim.storage.repository import PendingChange, Repository
 
 __all__ = ["KINDS", "Publisher", "Relay", "RelayReport", "message_of", "source_of"]
 
@@ -47,7 +47,7 @@ _PRUNE_EVERY_S = 3600.0
 
 
 class Publisher(Protocol):
-    """Where events go (``scim.queue.QueuePublisher``; a list in tests)."""
+    """Where events go (``scim.storage.queue.QueuePublisher``; a list in tests)."""
 
     async def send(self, message: str) -> None:
         """Publish one message; raise ``ServiceUnavailableError`` when it cannot."""

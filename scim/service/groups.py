@@ -4,7 +4,7 @@ Members never live in the group row (DESIGN §5): a group of 50,000 members is
 as cheap to read with ``excludedAttributes=members`` as an empty one, and a
 membership PATCH writes only the edges it names. PATCH operations on
 ``members`` are taken out of the PatchOp here and applied through
-``scim.membership``; every other operation goes through scim2-models.
+``scim.service.membership``; every other operation goes through scim2-models.
 
 Member-operation semantics (RFC 7644 §3.5.2, with Entra's forms):
 
@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scim import entra
-from scim.changes import Change
-from scim.errors import (
+from scim.model import entra
+from scim.model.changes import Change
+from scim.model.errors import (
     ConflictError,
     InvalidPathError,
     InvalidSyntaxError,
@@ -39,11 +39,11 @@ from scim.errors import (
     NotFoundError,
     PreconditionFailedError,
 )
-from scim.limits import MAX_INDEXED_CHARS, check_member_count, check_patch_size
-from scim.membership import MemberRecord, Membership
-from scim.repository import Repository, StoredResource
-from scim.resources import GROUP, ResourceKind
-from scim.service import WRITE_ATTEMPTS, ResourceService, back_off, check_precondition
+from scim.model.limits import MAX_INDEXED_CHARS, check_member_count, check_patch_size
+from scim.model.resources import GROUP, ResourceKind
+from scim.service.membership import MemberRecord, Membership
+from scim.service.operations import WRITE_ATTEMPTS, ResourceService, back_off, check_precondition
+from scim.storage.repository import Repository, StoredResource
 
 __all__ = ["GroupService", "MemberChanges", "split_member_operations"]
 
@@ -292,7 +292,7 @@ class GroupService(ResourceService):
         raise ConflictError(f"The group was changed by concurrent requests {WRITE_ATTEMPTS} times; retry.")
 
     def _recorder(self, group_id: str) -> MemberRecord:
-        """The change record of one batch of member changes (``scim.changes``, operation ``members``)."""
+        """The change record of one batch of member changes (``scim.model.changes``: ``members``)."""
 
         def record(version: int, added: tuple[str, ...], removed: tuple[str, ...], modified: str) -> Change:
             return Change.of(
@@ -302,7 +302,7 @@ class GroupService(ResourceService):
         return record
 
     async def _before_delete(self, current: StoredResource) -> StoredResource:
-        """Flag the group *deleting*, then remove every membership, in the order of ``scim.membership``.
+        """Flag the group *deleting*, then remove every membership (order: ``scim.service.membership``).
 
         The flag is written conditionally on the ETag the DELETE checked
         (``If-Match``), so a DELETE that answers 412 has removed nothing, and

@@ -2,7 +2,7 @@
 
 The models are scim2-models' RFC 7643 models with the few changes Microsoft
 Entra needs; /Schemas and /ResourceTypes are generated from these very
-classes (``scim.discovery``), so what is advertised is what is validated.
+classes (``scim.model.discovery``), so what is advertised is what is validated.
 
 Deviations from the library, each forced by what Entra sends:
 
@@ -10,7 +10,7 @@ Deviations from the library, each forced by what Entra sends:
   rewrites some directory addresses, while Entra expects values "stored
   exactly as sent" (Entra SCIM tutorial, *Create User*).
 * ``manager.$ref`` is optional. Entra sends the manager as a bare id
-  (``scim.entra``), never with ``$ref`` (LOGICAPP ``SCIM_Update_Manager_Test``).
+  (``scim.model.entra``), never with ``$ref`` (LOGICAPP ``SCIM_Update_Manager_Test``).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import scim2_models as sm
 from pydantic import Field
 from scim2_models import AnyExtension, Extension, Mutability, Reference, Required, Resource, ScimPolicy
 
-from scim.repository import IndexEntry
-from scim.schemafile import DeclaredExtension, DeclaredSchemas
+from scim.model.schemafile import DeclaredExtension, DeclaredSchemas
 
 __all__ = [
     "ENTRA_POLICY",
     "GROUP",
     "USER",
     "EnterpriseUser",
+    "IndexEntry",
     "IndexedAttribute",
     "ResourceKind",
     "User",
@@ -125,6 +125,22 @@ def case_exact_key(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class IndexEntry:
+    """An index row a resource needs: the attribute's index name and the value's comparison key.
+
+    A ``unique`` entry's row is keyed by the value alone (a second resource
+    with the value fails the write: 409 ``uniqueness``); otherwise the row also
+    carries the resource id, and several resources may share the value.
+    """
+
+    index: str
+    key: str
+    unique: bool
+    name: str = ""
+    """The attribute as clients name it (for error messages)."""
+
+
+@dataclass(frozen=True)
 class IndexedAttribute:
     """An attribute with an index row per resource, in the resource's partition.
 
@@ -193,7 +209,7 @@ class ResourceKind:
         model: The scim2-models class that validates and serialises it, with
             the built-in and the declared extensions.
         indexed: The attributes with index rows (unique or not).
-        declared: The operator-declared extensions (``scim.schemafile``).
+        declared: The operator-declared extensions (``scim.model.schemafile``).
     """
 
     name: str

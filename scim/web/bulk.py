@@ -1,11 +1,11 @@
 """Bulk operations (RFC 7644 §3.7), independent of any transport.
 
 :func:`process_bulk` validates a BulkRequest (§3.7.1), runs each operation
-through a caller-supplied :data:`Dispatch` — so ``scim.api`` decides how a
+through a caller-supplied :data:`Dispatch` — so ``scim.web.api`` decides how a
 sub-request is served — and builds the BulkResponse (§3.7.3). ``bulkId:<id>``
 references in ``data`` or ``path`` are replaced by the ``id`` the referenced
 POST created, in whatever order the operations arrive (§3.7.2). Structural
-errors and limits (§3.7.4) raise :class:`scim.errors.ScimError`; failures of
+errors and limits (§3.7.4) raise :class:`scim.model.errors.ScimError`; failures of
 single operations become entries of the response.
 """
 
@@ -15,8 +15,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scim.errors import ConflictError, InvalidSyntaxError, InvalidValueError, PayloadTooLargeError, ScimError
-from scim.limits import shared_work_budget
+from scim.model.errors import (
+    ConflictError,
+    InvalidSyntaxError,
+    InvalidValueError,
+    PayloadTooLargeError,
+    ScimError,
+)
+from scim.model.limits import shared_work_budget
 
 __all__ = ["BulkLimits", "Dispatch", "SubResponse", "process_bulk"]
 

@@ -2,7 +2,7 @@
 
 The service owns ids, ``meta``, PATCH semantics and uniqueness *rules*; the
 repository owns rows, transactions and ETags, and enforces uniqueness
-atomically through index rows. ``scim.tables`` is the implementation; tests
+atomically through index rows. ``scim.storage.tables`` is the implementation; tests
 run it against Azurite, never a mock.
 """
 
@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from scim.model.resources import IndexEntry
+
 if TYPE_CHECKING:
-    from scim.changes import Change
-    from scim.pushdown import Condition
+    from scim2_models.path import ScimFilter
+
+    from scim.model.changes import Change
 
 __all__ = [
     "EdgeState",
     "EdgeWrite",
     "EdgeWrites",
-    "IndexEntry",
     "IndexRow",
     "Intent",
     "MemberEdgeRow",
@@ -29,6 +31,7 @@ __all__ = [
     "Repository",
     "ReverseEdge",
     "ReverseEdgeRow",
+    "Scan",
     "StoredResource",
 ]
 
@@ -37,7 +40,7 @@ __all__ = [
 class ReverseEdge:
     """A user's record that it belongs to a group (the user side of membership).
 
-    ``pending`` edges are being written or removed by ``scim.membership``;
+    ``pending`` edges are being written or removed by ``scim.service.membership``;
     readers verify them against the group's member edge instead of trusting them.
     """
 
@@ -46,22 +49,6 @@ class ReverseEdge:
     written: datetime | None = None
     etag: str | None = None
     """The edge row's ETag when read: a user DELETE removes the edge only if it is still so."""
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """An index row a resource needs: the attribute's index name and the value's comparison key.
-
-    A ``unique`` entry's row is keyed by the value alone (a second resource
-    with the value fails the write: 409 ``uniqueness``); otherwise the row also
-    carries the resource id, and several resources may share the value.
-    """
-
-    index: str
-    key: str
-    unique: bool
-    name: str = ""
-    """The attribute as clients name it (for error messages)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +69,19 @@ class StoredResource:
     """The version counter: +1 on every committed change (``meta.version`` is ``W/"<version>"``)."""
     index_rows: tuple[str, ...] | None = None
     """The keys of the index rows the resource's last write made (None: written before they were kept)."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What :meth:`Repository.scan` gives back: the rows read, and the filter they still have to pass.
+
+    ``residual`` None means every row matches; otherwise the caller evaluates
+    it on each row. A storage that narrows only approximately (Table Storage's
+    push-down, ``scim.storage.pushdown``) hands back the whole filter.
+    """
+
+    rows: AsyncIterator[StoredResource]
+    residual: ScimFilter[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class MemberEdgeRow:
 
 @dataclass(frozen=True)
 class Intent:
-    """The mark an in-flight membership operation leaves on a reverse edge (``scim.membership``).
+    """The mark an in-flight membership operation leaves on a reverse edge (``scim.service.membership``).
 
     Each operation names its own intent (a random token), so concurrent
     operations on one edge never overwrite each other's marks: an ``add``
@@ -171,7 +171,7 @@ class EdgeWrites:
 
 @dataclass(frozen=True)
 class PendingChange:
-    """An outbox row: a committed change not yet published (``scim.feed``)."""
+    """An outbox row: a committed change not yet published (``scim.feed.relay``)."""
 
     row_key: str
     etag: str
@@ -186,7 +186,7 @@ class Repository(Protocol):
 
     Every write is one atomic transaction with the resource's unique-index
     rows; ``unique`` maps an attribute name to its comparison key.
-    All methods raise :class:`scim.errors.ServiceUnavailableError` when storage
+    All methods raise :class:`scim.model.errors.ServiceUnavailableError` when storage
     is unreachable or throttling.
     """
 
@@ -197,7 +197,6 @@ class Repository(Protocol):
         document: dict[str, Any],
         index: Sequence[IndexEntry],
         *,
-        columns: Mapping[str, Any] | None = None,
         change: Change | None = None,
     ) -> str:
         """Insert a resource, its index rows and the record of its change; return the new ETag.
@@ -227,7 +226,6 @@ class Repository(Protocol):
         *,
         old_index: Sequence[IndexEntry],
         new_index: Sequence[IndexEntry],
-        columns: Mapping[str, Any] | None = None,
         change: Change | None = None,
     ) -> str:
         """If the ETag is still ``current.etag``, replace the document and record the change; new ETag.
@@ -260,13 +258,14 @@ class Repository(Protocol):
         """
         ...
 
-    def scan(
-        self, kind: str, *, after: str | None = None, where: Condition | None = None
-    ) -> AsyncIterator[StoredResource]:
-        """Resources of ``kind`` in id order, after the resource ``after``, narrowed by ``where``.
+    def scan(self, kind: str, *, after: str | None = None, where: ScimFilter[Any] | None = None) -> Scan:
+        """Resources of ``kind`` in id order, after the resource ``after``, and what ``where`` leaves to test.
 
-        With ``where`` the resources come without their reverse edges
-        (``edges_known`` is False).
+        ``where`` is the request's parsed filter, bound to the resource type
+        (RFC 7644 §3.4.2.2). The storage may use it to narrow the rows it reads
+        (and may then leave out reverse edges: ``edges_known`` is False); what
+        it has not decided exactly comes back as :attr:`Scan.residual`, which
+        the caller evaluates on every row.
         """
         ...
 

@@ -1,6 +1,6 @@
 """The HTTP face of the service, transport-neutral (RFC 7644 §3).
 
-``function_app.py`` (Azure Functions), the dev server and the tests all call
+``function_app.py`` (Azure Functions), the local Functions host and the tests all call
 these handlers with a plain :class:`Request` and get a plain :class:`Response`.
 This module authenticates, parses query strings and headers, picks status
 codes, and is the one place where errors become RFC 7644 §3.12 bodies
@@ -23,12 +23,11 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from scim2_models import Context, ResponseParameters
 
-from scim.auth import Authenticator, JwtPolicy, KeySource, authenticate
-from scim.bulk import BulkLimits, Dispatch, SubResponse, process_bulk
-from scim.changes import Actor, current_actor
 from scim.config import Settings
-from scim.discovery import Discovery
-from scim.errors import (
+from scim.logs import printable
+from scim.model.changes import Actor, current_actor
+from scim.model.discovery import Discovery
+from scim.model.errors import (
     InternalError,
     InvalidFilterError,
     InvalidSyntaxError,
@@ -42,15 +41,16 @@ from scim.errors import (
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
-from scim.groups import GroupService
-from scim.logs import printable
-from scim.membership import Membership
-from scim.messages import describe
-from scim.repository import Repository, StoredResource
-from scim.resources import ResourceKind, build_kinds
-from scim.schemafile import DeclaredSchemas
-from scim.service import ListResult, Query, ResourceService, matches_if_match, off_loop, version_of
-from scim.users import UserService
+from scim.model.messages import describe
+from scim.model.resources import ResourceKind, build_kinds
+from scim.model.schemafile import DeclaredSchemas
+from scim.service.groups import GroupService
+from scim.service.membership import Membership
+from scim.service.operations import ListResult, Query, ResourceService, matches_if_match, off_loop, version_of
+from scim.service.users import UserService
+from scim.storage.repository import Repository, StoredResource
+from scim.web.auth import Authenticator, JwtPolicy, KeySource, authenticate
+from scim.web.bulk import BulkLimits, Dispatch, SubResponse, process_bulk
 
 __all__ = ["Request", "Response", "ScimApi", "error_response"]
 

@@ -114,7 +114,7 @@ class Directory:
 
 
 class DirectoryStore(Protocol):
-    """Where the registry rows live (``scim.tables.TableRepository`` implements it)."""
+    """Where the registry rows live (``scim.storage.tables.TableRepository`` implements it)."""
 
     async def read_directories(self) -> list[tuple[str, dict[str, Any], str]]:
         """Every registry row: ``(name, properties, etag)``."""

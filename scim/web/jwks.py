@@ -1,6 +1,6 @@
 """The signing keys of an Entra tenant, fetched from its JWKS document and cached.
 
-Used by ``scim.auth`` for Entra-issued tokens. Keys are fetched on first use
+Used by ``scim.web.auth`` for Entra-issued tokens. Keys are fetched on first use
 (never at import), cached, and fetched again when a token names an unknown
 ``kid`` (key rotation) — at most once per :data:`MIN_REFETCH`, so a flood of
 forged ``kid``s cannot turn into a flood of requests to Entra. The cache is
@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import jwt
 
-from scim.errors import ServiceUnavailableError
+from scim.model.errors import ServiceUnavailableError
 
 __all__ = ["MAX_AGE", "MIN_REFETCH", "JwksKeys"]
 
@@ -34,14 +34,14 @@ _UNAVAILABLE = "The tenant's signing keys could not be fetched ({reason}); retry
 
 
 class JwksKeys:
-    """A :class:`scim.auth.KeySource` over a JWKS URL.
+    """A :class:`scim.web.auth.KeySource` over a JWKS URL.
 
     Unknown ``kid`` answers (Entra treats 401 as bad credentials and may
     quarantine the provisioning job, so the distinction matters):
 
     * ``None`` (→ 401) only when the last fetch succeeded and returned a
       non-empty key set that does not hold the ``kid``;
-    * :class:`~scim.errors.ServiceUnavailableError` (→ 503 with ``Retry-After``)
+    * :class:`~scim.model.errors.ServiceUnavailableError` (→ 503 with ``Retry-After``)
       when the last fetch failed or returned no usable key — also for the
       :data:`MIN_REFETCH` seconds after such a fetch, while no new fetch is made.
 

@@ -1,4 +1,4 @@
-"""Entity-group transactions (``$batch``) without the ``email`` package: a lean sender for ``scim.tables``.
+"""Entity-group transactions (``$batch``) without the ``email`` package: a lean sender for ``tables``.
 
 ``TableClient.submit_transaction`` builds the multipart/mixed body of a
 transaction with Python's ``email`` package and parses the answer with its

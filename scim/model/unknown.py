@@ -1,7 +1,7 @@
 """Attributes no schema declares, and passwords: refused or reported, never dropped silently.
 
 DESIGN §10: a 2xx means "stored". scim2-models validates with
-``unknown=ignore`` (``scim.resources.ENTRA_POLICY``) and keeps what it dropped
+``unknown=ignore`` (``scim.model.resources.ENTRA_POLICY``) and keeps what it dropped
 on each model's ``unknown_attributes``; this module finds those names (in
 bodies, and in PATCH paths and path-less value keys) and either refuses the
 request with a 400 that says how to declare the attribute (the default,
@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel
 from scim2_models import Path, Resource
 
-from scim.errors import InvalidPathError, InvalidValueError
 from scim.logs import printable
+from scim.model.errors import InvalidPathError, InvalidValueError
 
 __all__ = ["IGNORE", "REJECT", "check_password", "patch_unknown_names", "resource_unknown_names", "settle"]
 

@@ -1,10 +1,10 @@
-"""Azure Storage Queue: where the change feed is published (``scim.feed``).
+"""Azure Storage Queue: where the change feed is published (``scim.feed.relay``).
 
 The only module that imports ``azure.storage.queue``, and the only place its
 errors are translated. Messages are Base64-encoded text — the encoding the
 Azure Functions queue trigger expects by default — so a Functions app can
 consume the feed with a plain queue trigger. A queue message holds at most
-64 KiB, which Base64 leaves 48 KiB of JSON for (``scim.feed.MAX_MESSAGE_BYTES``).
+64 KiB, which Base64 leaves 48 KiB of JSON for (``scim.feed.relay.MAX_MESSAGE_BYTES``).
 The queue is created on the first publish that finds it missing.
 """
 
@@ -25,7 +25,7 @@ from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from scim.config import Settings
-from scim.errors import ServiceUnavailableError
+from scim.model.errors import ServiceUnavailableError
 
 __all__ = ["QueuePublisher", "open_publisher", "open_reader"]
 

@@ -11,7 +11,7 @@ Two ways in, both as ``Authorization: Bearer <token>``:
   own token: RS256, ``iss`` = ``https://sts.windows.net/<tenant>/``, ``aud`` =
   ``8adf8e6e-67b2-4cf2-a259-e3dc5476c621`` for every non-gallery app. The
   audience is shared by all tenants, so the issuer (and ``tid``) are pinned to
-  the configured tenant. Keys come from a :class:`KeySource` (``scim.jwks``
+  the configured tenant. Keys come from a :class:`KeySource` (``scim.web.jwks``
   fetches the tenant's signing keys and refreshes on an unknown ``kid``).
 
 Tokens are never logged; errors never echo them.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scim.config import token_digest
-from scim.errors import UnauthorizedError
+from scim.model.errors import UnauthorizedError
 
 __all__ = ["Authenticator", "JwtPolicy", "KeySource", "authenticate", "bearer_token"]
 
