@@ -15,9 +15,10 @@ what it may import, and ``tests/unit/test_layering.py`` holds the code to it
 
 A request goes host (``function_app.py``) → ``scim.runtime`` →
 ``scim.web.api`` → ``scim.service`` → ``scim.storage.repository`` →
-``scim.storage.tables``. Nothing in ``scim`` imports ``azure.functions`` or
-reads ``os.environ`` (hosts build :class:`scim.config.Settings` and pass it
-in). It may import nothing: this module holds only the version.
+``scim.storage.tables``. Nothing in ``scim`` imports ``azure.functions``, and
+only the command-line host reads ``os.environ`` (hosts build
+:class:`scim.config.Settings` and pass it in). It may import nothing: this
+module holds only the version.
 """
 
 __version__ = "0.1.0"
